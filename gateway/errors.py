@@ -1,0 +1,205 @@
+"""Every error the hub raises, and how each reaches a caller.
+
+One tree, each stage its own branch; foreign exceptions (lxml, xmlschema, sqlite, httpx, zeep) are
+translated once, where they enter, with ``raise … from exc``::
+
+    GatewayError
+    ├── InboundError                      the caller's message is refused (4xx / soap:Client)
+    │   ├── AuthenticationError           auth.*        no or unknown client certificate
+    │   ├── PayloadTooLargeError          request.too-large
+    │   ├── UnsupportedMediaTypeError     request.unsupported-media-type
+    │   ├── ParseError                    xml.* / json.* / soap.*  malformed or forbidden constructs
+    │   ├── SchemaValidationError         schema.invalid  (path, line, schema id)
+    │   ├── UnknownMessageTypeError       message.unknown-type
+    │   ├── MappingError                  mapping.*     (a value with no code, a failed transform)
+    │   ├── DomainCheckError              domain.*      (INSZ/BIS, KBO, dates)
+    │   ├── AuthorisationError            authz.*
+    │   ├── RoutingError                  routing.*
+    │   └── DuplicateMessageError         message.duplicate-id
+    ├── NotFoundError                     message.not-found
+    ├── ConfigurationError                config.*      (bad parties, schemas or mappings at load)
+    ├── StoreError                        store.*       (the store is unavailable: 503)
+    └── DeliveryError                     delivery.*    (an adapter could not deliver)
+
+``PROBLEMS`` maps each code to its HTTP status and SOAP fault code; the REST problem ``type`` is
+``urn:guichet:problem:<code>``, stable across releases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "PROBLEMS",
+    "AuthenticationError",
+    "AuthorisationError",
+    "ConfigurationError",
+    "DeliveryError",
+    "DomainCheckError",
+    "DuplicateMessageError",
+    "GatewayError",
+    "InboundError",
+    "MappingError",
+    "NotFoundError",
+    "ParseError",
+    "PayloadTooLargeError",
+    "Problem",
+    "RoutingError",
+    "SchemaValidationError",
+    "StoreError",
+    "UnknownMessageTypeError",
+    "UnsupportedMediaTypeError",
+    "problem_of",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error of the hub. ``code`` is stable; ``where`` locates the fault."""
+
+    default_code = "gateway.error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+        schema_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code or self.default_code
+        self.path = path
+        self.line = line
+        self.schema_id = schema_id
+        self.extra = extra or {}
+
+
+class InboundError(GatewayError):
+    default_code = "message.invalid"
+
+
+class AuthenticationError(InboundError):
+    default_code = "auth.unauthenticated"
+
+
+class PayloadTooLargeError(InboundError):
+    default_code = "request.too-large"
+
+
+class UnsupportedMediaTypeError(InboundError):
+    default_code = "request.unsupported-media-type"
+
+
+class ParseError(InboundError):
+    default_code = "xml.malformed"
+
+
+class SchemaValidationError(InboundError):
+    default_code = "schema.invalid"
+
+
+class UnknownMessageTypeError(InboundError):
+    default_code = "message.unknown-type"
+
+
+class MappingError(InboundError):
+    default_code = "mapping.failed"
+
+
+class DomainCheckError(InboundError):
+    default_code = "domain.invalid"
+
+
+class AuthorisationError(InboundError):
+    default_code = "authz.forbidden"
+
+
+class RoutingError(InboundError):
+    default_code = "routing.no-receiver"
+
+
+class DuplicateMessageError(InboundError):
+    default_code = "message.duplicate-id"
+
+
+class NotFoundError(GatewayError):
+    default_code = "message.not-found"
+
+
+class ConfigurationError(GatewayError):
+    default_code = "config.invalid"
+
+
+class StoreError(GatewayError):
+    default_code = "store.unavailable"
+
+
+class DeliveryError(GatewayError):
+    default_code = "delivery.failed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """How one error code reaches a caller: HTTP status, title, SOAP fault code."""
+
+    status: int
+    title: str
+    soap_fault: str  # "Client" (the sender must change something) or "Server"
+
+
+# The one table: error code → problem. A code missing here falls back on its class's default.
+PROBLEMS: dict[str, Problem] = {
+    "auth.unauthenticated": Problem(401, "No valid client certificate", "Client"),
+    "auth.unknown-party": Problem(403, "The client certificate names no known party", "Client"),
+    "authz.forbidden": Problem(403, "Not allowed", "Client"),
+    "authz.type-not-allowed": Problem(403, "This party may not send this message type", "Client"),
+    "authz.receiver-not-allowed": Problem(403, "This party may not send to that party", "Client"),
+    "authz.role-required": Problem(403, "This endpoint needs another role", "Client"),
+    "request.too-large": Problem(413, "Request body too large", "Client"),
+    "request.unsupported-media-type": Problem(415, "Unsupported media type", "Client"),
+    "xml.malformed": Problem(400, "Malformed XML", "Client"),
+    "xml.forbidden-construct": Problem(400, "Forbidden XML construct", "Client"),
+    "xml.too-deep": Problem(400, "XML nested too deeply", "Client"),
+    "json.malformed": Problem(400, "Malformed JSON", "Client"),
+    "json.duplicate-key": Problem(400, "Duplicate key in JSON object", "Client"),
+    "json.unknown-member": Problem(400, "JSON member not in the party's schema", "Client"),
+    "json.wrong-kind": Problem(400, "JSON value of the wrong kind", "Client"),
+    "json.too-deep": Problem(400, "JSON nested too deeply", "Client"),
+    "soap.malformed": Problem(400, "Not a SOAP 1.1 envelope", "Client"),
+    "schema.invalid": Problem(422, "Message invalid against its schema", "Client"),
+    "schema.wrong-namespace": Problem(422, "Message root element not of the party's schema", "Client"),
+    "message.unknown-type": Problem(422, "Unknown message type", "Client"),
+    "message.invalid": Problem(422, "Invalid message", "Client"),
+    "message.duplicate-id": Problem(409, "Message id already used with other content", "Client"),
+    "message.not-found": Problem(404, "No such message visible to the caller", "Client"),
+    "mapping.unmapped-code": Problem(422, "A code value has no mapping", "Client"),
+    "mapping.failed": Problem(422, "The message could not be translated", "Client"),
+    "mapping.no-mapping": Problem(422, "No mapping for this message type and party", "Client"),
+    "domain.invalid": Problem(422, "Domain check failed", "Client"),
+    "domain.insz-check-digit": Problem(422, "Invalid national or BIS number", "Client"),
+    "domain.insz-birthdate": Problem(422, "National number does not match birth date", "Client"),
+    "domain.kbo-check-digit": Problem(422, "Invalid enterprise number", "Client"),
+    "domain.unit-check-digit": Problem(422, "Invalid establishment unit number", "Client"),
+    "domain.date-order": Problem(422, "Dates in the wrong order", "Client"),
+    "routing.no-receiver": Problem(422, "No receiver for this message", "Client"),
+    "routing.destination-mismatch": Problem(422, "Destination is not the competent party", "Client"),
+    "routing.unknown-case": Problem(422, "Unknown case", "Client"),
+    "routing.no-region": Problem(422, "No competent region for this address", "Client"),
+    "config.invalid": Problem(500, "Configuration error", "Server"),
+    "store.unavailable": Problem(503, "Store unavailable", "Server"),
+    "delivery.failed": Problem(502, "Delivery failed", "Server"),
+    "gateway.error": Problem(500, "Internal error", "Server"),
+}
+
+
+def problem_of(error: GatewayError) -> Problem:
+    """The problem entry for an error (its code, else its class default, else internal)."""
+    return (
+        PROBLEMS.get(error.code)
+        or PROBLEMS.get(type(error).default_code)
+        or PROBLEMS["gateway.error"]
+    )

@@ -1,0 +1,205 @@
+"""JSON bodies bound to a party's XSD: the JSON object is the content of one global element.
+
+The binding is derived once, at load, from the xmlschema components of the party's XSD: for every
+element its JSON key (the local name), whether it repeats (a JSON array) and the JSON kind of its
+value. At run time a body becomes its XML form in one walk, the XML form is validated by libxml2
+against the same XSD, and an outbound XML form becomes JSON by the reverse walk. A validation error's
+XML path is given back as a JSON Pointer (RFC 6901) into the body the sender wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lxml import etree
+
+from gateway.errors import ConfigurationError, ParseError
+
+__all__ = ["JsonBinding"]
+
+Kind = Literal["object", "string", "integer", "number", "boolean"]
+
+_XS = "{http://www.w3.org/2001/XMLSchema}"
+_INTEGER_TYPES = {
+    f"{_XS}{n}"
+    for n in (
+        "integer nonNegativeInteger positiveInteger nonPositiveInteger negativeInteger"
+        " long int short byte unsignedLong unsignedInt unsignedShort unsignedByte"
+    ).split()
+}
+_NUMBER_TYPES = {f"{_XS}decimal", f"{_XS}float", f"{_XS}double"}
+
+
+@dataclass
+class _Node:
+    key: str
+    tag: str
+    many: bool
+    kind: Kind
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+def _kind_of(simple_type: Any) -> Kind:
+    current = simple_type
+    while current is not None:
+        name = getattr(current, "name", None)
+        if name in _INTEGER_TYPES:
+            return "integer"
+        if name in _NUMBER_TYPES:
+            return "number"
+        if name == f"{_XS}boolean":
+            return "boolean"
+        current = getattr(current, "base_type", None)
+    return "string"
+
+
+def _node(decl: Any, depth: int = 0) -> _Node:
+    if depth > 64:
+        raise ConfigurationError(f"element {decl.name}: recursive types cannot be bound to JSON")
+    name: str = decl.name
+    key = etree.QName(name).localname
+    many = decl.max_occurs is None or decl.max_occurs > 1
+    xsd_type = decl.type
+    if xsd_type.is_simple():
+        return _Node(key, name, many, _kind_of(xsd_type))
+    if xsd_type.has_simple_content():
+        if xsd_type.attributes:
+            raise ConfigurationError(f"element {name}: attributes cannot be bound to JSON")
+        return _Node(key, name, many, _kind_of(xsd_type.content))
+    if xsd_type.attributes:
+        raise ConfigurationError(f"element {name}: attributes cannot be bound to JSON")
+    node = _Node(key, name, many, "object")
+    for child in xsd_type.content.iter_elements():
+        node.children[etree.QName(child.name).localname] = _node(child, depth + 1)
+    return node
+
+
+_INDEX = re.compile(r"^(?P<name>[^\[]+)(?:\[(?P<index>\d+)\])?$")
+
+
+class JsonBinding:
+    """JSON ⇄ XML form of one global element of a party's XSD."""
+
+    def __init__(self, root_decl: Any, max_depth: int = 48) -> None:
+        self.root = _node(root_decl)
+        self.max_depth = max_depth
+
+    # -- JSON → XML ---------------------------------------------------------------------------
+    def to_xml(self, value: Any) -> etree._Element:
+        if not isinstance(value, dict):
+            raise ParseError("the JSON body must be an object", code="json.wrong-kind", path="")
+        root = etree.Element(self.root.tag)
+        self._fill(root, self.root, value, "", 0)
+        return root
+
+    def _fill(
+        self, element: etree._Element, node: _Node, value: dict[str, Any], pointer: str, depth: int
+    ) -> None:
+        if depth > self.max_depth:
+            raise ParseError("JSON nested too deeply", code="json.too-deep", path=pointer)
+        children = node.children
+        for key in value:
+            if key not in children:
+                raise ParseError(
+                    f"member {key!r} is not part of {node.key}",
+                    code="json.unknown-member",
+                    path=f"{pointer}/{_escape(key)}",
+                )
+        for key, child in children.items():
+            if key not in value:
+                continue
+            item = value[key]
+            where = f"{pointer}/{_escape(key)}"
+            if child.many:
+                if not isinstance(item, list):
+                    raise ParseError(
+                        f"{key} must be an array", code="json.wrong-kind", path=where
+                    )
+                for index, entry in enumerate(item):
+                    self._emit(element, child, entry, f"{where}/{index}", depth)
+            else:
+                self._emit(element, child, item, where, depth)
+
+    def _emit(
+        self, parent: etree._Element, node: _Node, value: Any, pointer: str, depth: int
+    ) -> None:
+        sub = etree.SubElement(parent, node.tag)
+        kind = node.kind
+        if kind == "object":
+            if not isinstance(value, dict):
+                raise ParseError(
+                    f"{node.key} must be an object", code="json.wrong-kind", path=pointer
+                )
+            self._fill(sub, node, value, pointer, depth + 1)
+        elif kind == "string":
+            if not isinstance(value, str):
+                raise ParseError(f"{node.key} must be a string", code="json.wrong-kind", path=pointer)
+            sub.text = value
+        elif kind == "boolean":
+            if not isinstance(value, bool):
+                raise ParseError(f"{node.key} must be true or false", code="json.wrong-kind", path=pointer)
+            sub.text = "true" if value else "false"
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ParseError(f"{node.key} must be a number", code="json.wrong-kind", path=pointer)
+            sub.text = repr(value) if isinstance(value, float) else str(value)
+
+    # -- XML → JSON ---------------------------------------------------------------------------
+    def to_json(self, element: etree._Element) -> dict[str, Any]:
+        return self._object(element, self.root)
+
+    def _object(self, element: etree._Element, node: _Node) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        children = node.children
+        for child in element:
+            if not isinstance(child.tag, str):
+                continue
+            child_node = children[etree.QName(child).localname]
+            value = self._value(child, child_node)
+            if child_node.many:
+                result.setdefault(child_node.key, []).append(value)
+            else:
+                result[child_node.key] = value
+        return result
+
+    def _value(self, element: etree._Element, node: _Node) -> Any:
+        kind = node.kind
+        if kind == "object":
+            return self._object(element, node)
+        text = (element.text or "").strip() if kind != "string" else (element.text or "")
+        if kind == "boolean":
+            return text in ("true", "1")
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            number = float(text)
+            return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+        return text
+
+    # -- error places ---------------------------------------------------------------------------
+    def pointer(self, xml_path: str | None) -> str | None:
+        """Turn an lxml error path (``/p:root/a/b[2]/c``) into a JSON Pointer (``/a/b/1/c``)."""
+        if not xml_path:
+            return xml_path
+        steps = [s for s in xml_path.split("/") if s][1:]
+        node = self.root
+        parts: list[str] = []
+        for step in steps:
+            match = _INDEX.match(step)
+            if match is None:
+                return xml_path
+            local = match["name"].split(":")[-1]
+            child = node.children.get(local)
+            if child is None:
+                return xml_path
+            parts.append(_escape(local))
+            if child.many:
+                parts.append(str(int(match["index"] or 1) - 1))
+            node = child
+        return "/" + "/".join(parts) if parts else ""
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
