@@ -18,7 +18,7 @@ __all__ = ["RestAdapter"]
 
 
 class RestAdapter(BaseAdapter):
-    """Delivers to a REST back office over one keep-alive, mutually authenticated connection pool."""
+    """Delivers to a REST back office over one keep-alive, mutually authenticated client."""
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)
