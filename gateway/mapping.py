@@ -24,7 +24,7 @@ from lxml import etree
 from gateway.errors import ConfigurationError, MappingError, UnknownMessageTypeError
 from gateway.jsonxml import JsonBinding
 from gateway.schemas import Schema, SchemaCatalog
-from gateway.xml import parse_json, parse_xml
+from gateway.xml import DEFAULT_LIMITS, ParserLimits, parse_json, parse_xml
 
 __all__ = [
     "CANONICAL_NS",
@@ -72,11 +72,11 @@ class PartyFormat:
                 schema_id=self.schema.schema_id,
             ) from None
 
-    def read(self, body: bytes) -> etree._Element:
+    def read(self, body: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Element:
         """Parse a body of this party into its XML form (JSON goes through the binding)."""
         if self.binding is not None:
-            return self.binding.to_xml(parse_json(body))
-        return parse_xml(body)
+            return self.binding.to_xml(parse_json(body, limits))
+        return parse_xml(body, limits)
 
     def write(self, element: etree._Element) -> bytes:
         """Serialise an XML form in this party's wire format."""

@@ -1,0 +1,195 @@
+"""Configuration: ``guichet.toml`` + ``GUICHET_*`` environment overrides, and ``parties.toml``.
+
+Both are read once, at the edge, into frozen objects; nothing deeper reads files or the
+environment for configuration.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigurationError
+
+__all__ = ["HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
+
+CANONICAL_NS = "urn:be:guichet:canonical:1"
+SYMBOLIC_TARGETS = ("@competent-region", "@case-parties", "@correlated-sender")
+
+
+def default_home() -> Path:
+    """The folder holding schemas/, mappings/ and parties.toml: the checkout, or the cwd."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "parties.toml").is_file() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Hub settings with safe defaults; file ``guichet.toml``, then ``GUICHET_*`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GUICHET_", toml_file="guichet.toml", frozen=True, extra="forbid"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 8443
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_depth: int = 48
+    delivery_workers: int = 4
+    delivery_max_attempts: int = 5
+    delivery_backoff_s: float = 0.5
+    checkpoint_every: int = 1000
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+@dataclass(frozen=True)
+class Party:
+    """One party of the single window."""
+
+    id: str
+    names: Mapping[str, str]
+    role: str  # portal | region | federal
+    protocol: str  # rest | soap11 | …: the adapter's entry-point name
+    endpoint: str
+    enterprise_number: str
+    sends: frozenset[str]
+    receives: frozenset[str]
+    region: str | None = None
+    wsdl: str | None = None  # the back office's WSDL (SOAP parties), under schemas/<party>/
+    hub_wsdl: str | None = None  # the hub's endpoint as this party sees it (SOAP parties)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who receives a message type; ``when`` is an XPath on the canonical message."""
+
+    message_type: str
+    to: tuple[str, ...]
+    when: etree.XPath | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PartyRegistry:
+    parties: Mapping[str, Party]
+    routes: tuple[Route, ...]
+
+    def __getitem__(self, party_id: str) -> Party:
+        return self.parties[party_id]
+
+    def __contains__(self, party_id: object) -> bool:
+        return party_id in self.parties
+
+    def region_party(self, region: str) -> Party | None:
+        return next((p for p in self.parties.values() if p.region == region), None)
+
+    def with_endpoints(self, endpoints: Mapping[str, str]) -> PartyRegistry:
+        """The same parties with some endpoints replaced (sandbox, tests)."""
+        parties = {
+            pid: replace(p, endpoint=endpoints.get(pid, p.endpoint))
+            for pid, p in self.parties.items()
+        }
+        return replace(self, parties=parties)
+
+
+def load_parties(path: Path) -> PartyRegistry:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
+    parties: dict[str, Party] = {}
+    for party_id, entry in data.get("parties", {}).items():
+        try:
+            parties[party_id] = Party(
+                id=party_id,
+                names=dict(entry["names"]),
+                role=entry["role"],
+                protocol=entry["protocol"],
+                endpoint=entry["endpoint"],
+                enterprise_number=entry["enterprise_number"],
+                sends=frozenset(entry.get("sends", ())),
+                receives=frozenset(entry.get("receives", ())),
+                region=entry.get("region"),
+                wsdl=entry.get("wsdl"),
+                hub_wsdl=entry.get("hub_wsdl"),
+            )
+        except KeyError as exc:
+            raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc
+    routes = tuple(_route(entry, parties, path) for entry in data.get("routes", []))
+    return PartyRegistry(parties, routes)
+
+
+def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -> Route:
+    message_type = entry.get("type", "")
+    to = tuple(entry.get("to", ()))
+    for target in to:
+        if target.startswith("@"):
+            if target not in SYMBOLIC_TARGETS:
+                raise ConfigurationError(f"{path}: route {message_type}: unknown target {target}")
+        elif target not in parties:
+            raise ConfigurationError(f"{path}: route {message_type}: unknown party {target}")
+        elif message_type not in parties[target].receives:
+            raise ConfigurationError(
+                f"{path}: route {message_type} goes to {target}, which does not receive it"
+            )
+    when = None
+    if "when" in entry:
+        try:
+            when = etree.XPath(f"boolean({entry['when']})", namespaces={"c": CANONICAL_NS})
+        except etree.XPathSyntaxError as exc:
+            raise ConfigurationError(f"{path}: route {message_type}: bad 'when': {exc}") from exc
+    return Route(message_type, to, when)
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """Everything the hub runs with, resolved to absolute paths."""
+
+    settings: Settings
+    parties: PartyRegistry
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home.resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir.resolve()
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "guichet.db"
+
+    @classmethod
+    def load(cls, settings: Settings | None = None) -> HubConfig:
+        settings = settings or Settings()
+        parties = load_parties(settings.home / "parties.toml")
+        return cls(settings, parties)

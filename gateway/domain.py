@@ -1,0 +1,153 @@
+"""Domain checks on canonical messages: identifiers, dates, and the competent region.
+
+Pure functions over the canonical XML; no IO. See DOMAIN.md for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+from lxml import etree
+from stdnum.be import bis, nn, vat
+
+from gateway.errors import DomainCheckError, RoutingError
+
+__all__ = [
+    "GERMAN_SPEAKING_POSTCODES",
+    "check_canonical",
+    "is_valid_establishment_unit",
+    "is_valid_insz",
+    "region_of_postcode",
+]
+
+C = "urn:be:guichet:canonical:1"
+_NS = {"c": C}
+
+
+def is_valid_insz(number: str) -> bool:
+    """A national number or a BIS number with a correct check digit (both centuries)."""
+    return bool(nn.is_valid(number) or bis.is_valid(number))
+
+
+def is_valid_enterprise_number(number: str) -> bool:
+    return len(number) == 10 and number[0] in "01" and bool(vat.is_valid(number))
+
+
+def is_valid_establishment_unit(number: str) -> bool:
+    """Establishment unit numbers: 10 digits starting 2–8, last two = 97 − (first 8 mod 97)."""
+    return (
+        len(number) == 10
+        and number.isdigit()
+        and number[0] in "2345678"
+        and 97 - int(number[:8]) % 97 == int(number[8:])
+    )
+
+
+def _birth_date(number: str) -> date | None:
+    module = nn if nn.is_valid(number) else bis
+    try:
+        born = module.get_birth_date(number)
+    except (ValueError, nn.ValidationError):
+        return None
+    return born if isinstance(born, date) else None
+
+
+def _path(element: etree._Element) -> str:
+    return str(element.getroottree().getpath(element))
+
+
+_INSZ = etree.XPath("//c:insz", namespaces=_NS)
+_KBO = etree.XPath("//c:enterpriseNumber", namespaces=_NS)
+_UNIT = etree.XPath("//c:establishmentUnit/c:number", namespaces=_NS)
+_DATE_PAIRS = (
+    ("contractStart", "contractEnd"),
+    ("validFrom", "validUntil"),
+)
+_PAIR_XPATHS = tuple(
+    (etree.XPath(f"//c:{first}", namespaces=_NS), f"{{{C}}}{second}", first, second)
+    for first, second in _DATE_PAIRS
+)
+
+
+def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
+    for element in _INSZ(message):  # type: ignore[union-attr]
+        number = element.text or ""
+        if not is_valid_insz(number):
+            yield DomainCheckError(
+                "national/BIS number fails its check digit or date",
+                code="domain.insz-check-digit",
+                path=_path(element),
+            )
+            continue
+        born = element.getparent().findtext(f"{{{C}}}birthDate")  # type: ignore[union-attr]
+        encoded = _birth_date(number)
+        if born and encoded and encoded.isoformat() != born:
+            yield DomainCheckError(
+                "national/BIS number does not encode the worker's birth date",
+                code="domain.insz-birthdate",
+                path=_path(element),
+            )
+    for element in _KBO(message):  # type: ignore[union-attr]
+        if not is_valid_enterprise_number(element.text or ""):
+            yield DomainCheckError(
+                f"enterprise number {element.text} fails its check digits",
+                code="domain.kbo-check-digit",
+                path=_path(element),
+            )
+    for element in _UNIT(message):  # type: ignore[union-attr]
+        if not is_valid_establishment_unit(element.text or ""):
+            yield DomainCheckError(
+                f"establishment unit number {element.text} fails its check digits",
+                code="domain.unit-check-digit",
+                path=_path(element),
+            )
+    for xpath, second_tag, first, second in _PAIR_XPATHS:
+        for element in xpath(message):  # type: ignore[union-attr]
+            later = element.getparent().find(second_tag)  # type: ignore[union-attr]
+            if later is not None and (later.text or "") < (element.text or ""):
+                yield DomainCheckError(
+                    f"{second} {later.text} is before {first} {element.text}",
+                    code="domain.date-order",
+                    path=_path(later),
+                )
+
+
+def check_canonical(message: etree._Element) -> None:
+    """Raise the first domain violation of a canonical message (schema-valid already)."""
+    for violation in _violations(message):
+        raise violation
+
+
+# --- competent region ---------------------------------------------------------------------------
+
+# The nine municipalities of the German-speaking Community, by postcode (with their sections).
+GERMAN_SPEAKING_POSTCODES: dict[str, str] = {
+    "4700": "Eupen", "4701": "Eupen (Kettenis)",
+    "4710": "Lontzen", "4711": "Lontzen (Walhorn)",
+    "4720": "Kelmis", "4721": "Kelmis (Neu-Moresnet)", "4728": "Kelmis (Hergenrath)",
+    "4730": "Raeren", "4731": "Raeren (Eynatten)",
+    "4750": "Bütgenbach",
+    "4760": "Büllingen", "4761": "Büllingen (Rocherath)",
+    "4770": "Amel", "4771": "Amel (Heppenbach)",
+    "4780": "Sankt Vith", "4782": "Sankt Vith (Schönberg)", "4783": "Sankt Vith (Lommersweiler)",
+    "4784": "Sankt Vith (Crombach)",
+    "4790": "Burg-Reuland", "4791": "Burg-Reuland (Thommen)",
+}  # fmt: skip
+
+
+def region_of_postcode(postcode: str) -> str:
+    """``brussels``, ``flanders``, ``wallonia`` or ``german-speaking`` for a Belgian postcode."""
+    code = postcode.strip()
+    if len(code) != 4 or not code.isdigit():
+        raise RoutingError(f"{postcode!r} is not a Belgian postcode", code="routing.no-region")
+    if code in GERMAN_SPEAKING_POSTCODES:
+        return "german-speaking"
+    number = int(code)
+    if 1000 <= number <= 1210:
+        return "brussels"
+    if 1300 <= number <= 1499 or 4000 <= number <= 7999:
+        return "wallonia"
+    if 1500 <= number <= 3999 or 8000 <= number <= 9999:
+        return "flanders"
+    raise RoutingError(f"no region for postcode {postcode}", code="routing.no-region")

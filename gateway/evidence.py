@@ -1,0 +1,171 @@
+"""The evidence log's pure core: records, leaf hashes, the Merkle tree, signatures, receipts.
+
+In the manner of RFC 6962/9162: a leaf is the RFC 8785 canonical JSON of an evidence record,
+its hash ``SHA-256(0x00 ‖ leaf)``; an interior node ``SHA-256(0x01 ‖ left ‖ right)``. Each leaf is
+signed by the hub (ECDSA P-256, SHA-256) over the canonical JSON of
+``{"leafHash", "leafIndex", "logId", "time"}``: that signed statement is the receipt a sender
+holds. Checkpoints sign ``{"logId", "rootHash", "time", "treeSize"}`` the same way.
+docs/audit-format.md gives every byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+__all__ = [
+    "Checkpoint",
+    "HubSigner",
+    "Receipt",
+    "canonical_json",
+    "leaf_hash",
+    "merkle_root",
+    "node_hash",
+    "person_ref",
+]
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON bytes."""
+    return bytes(rfc8785.dumps(value))
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """RFC 6962 Merkle Tree Hash of a list of leaf hashes (iterative, O(n))."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    # Pairing adjacent nodes level by level, carrying an odd last node up unchanged, gives the
+    # same tree as RFC 6962's split at the largest power of two below n.
+    level = list(leaves)
+    while len(level) > 1:
+        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def person_ref(key: bytes, national_number: str) -> str:
+    """The keyed hash by which a national number is searchable without being stored."""
+    return hmac.new(key, national_number.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a sender gets back for an accepted message: proof it entered the log."""
+
+    message_id: str
+    status: str  # accepted | duplicate
+    leaf_index: int
+    leaf_hash: str  # hex
+    time: str
+    key_id: str
+    signature: str  # base64 DER ECDSA
+    receivers: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "status": self.status,
+            "leafIndex": self.leaf_index,
+            "leafHash": self.leaf_hash,
+            "time": self.time,
+            "keyId": self.key_id,
+            "signature": self.signature,
+            "receivers": list(self.receivers),
+        }
+
+
+def receipt_statement(leaf_hash_hex: str, leaf_index: int, time: str, key_id: str) -> bytes:
+    return canonical_json(
+        {"leafHash": leaf_hash_hex, "leafIndex": leaf_index, "logId": key_id, "time": time}
+    )
+
+
+def checkpoint_statement(tree_size: int, root_hex: str, time: str, key_id: str) -> bytes:
+    return canonical_json(
+        {"logId": key_id, "rootHash": root_hex, "time": time, "treeSize": tree_size}
+    )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tree_size: int
+    root_hash: str  # hex
+    time: str
+    key_id: str
+    signature: str  # base64 DER
+
+
+class HubSigner:
+    """The hub's evidence key: signs receipts and checkpoints, verifies them."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate):
+        self._key = private_key
+        self.certificate = certificate
+        self.public_key = certificate.public_key()
+        if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
+            raise TypeError("the evidence key must be an ECDSA key")
+        spki = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        # Like a CT log id: the SHA-256 of the signing key's SubjectPublicKeyInfo.
+        self.key_id = hashlib.sha256(spki).hexdigest()
+
+    @classmethod
+    def from_files(cls, key_path: Path, cert_path: Path) -> HubSigner:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{key_path}: the evidence key must be an ECDSA key")
+        return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+
+    def sign(self, statement: bytes) -> str:
+        signature = self._key.sign(statement, ec.ECDSA(hashes.SHA256()))
+        return base64.b64encode(signature).decode()
+
+    def verify(self, statement: bytes, signature_b64: str) -> bool:
+        return verify_signature(self.public_key, statement, signature_b64)  # type: ignore[arg-type]
+
+
+def verify_signature(
+    public_key: ec.EllipticCurvePublicKey, statement: bytes, signature_b64: str
+) -> bool:
+    try:
+        public_key.verify(base64.b64decode(signature_b64), statement, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record(event: str, time: str, **fields: Any) -> dict[str, Any]:
+    """An evidence record: the event, its time, and the fields given (None values dropped)."""
+    body: dict[str, Any] = {"v": 1, "event": event, "time": time}
+    body.update({k: v for k, v in fields.items() if v is not None})
+    return body
+
+
+def strip_none(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None}

@@ -1,0 +1,470 @@
+"""The way a message travels, as small typed stages over immutable values.
+
+``InboundMessage`` → :func:`validate` → ``ValidatedMessage`` → :func:`to_canonical` →
+``CanonicalMessage`` → :func:`authorise` → ``AuthorisedMessage`` → :func:`route` →
+``RoutedExchange`` (mapped out and validated for each receiver) → :func:`seal` → ``Receipt``.
+
+A stage can only be fed what the previous one makes, so the order is checked by the type checker.
+Everything here but :func:`seal` is pure: the store is reached through the narrow ``CaseLookup``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from lxml import etree
+
+from gateway import domain, evidence
+from gateway.config import PartyRegistry, Route
+from gateway.errors import (
+    AuthorisationError,
+    DuplicateMessageError,
+    RoutingError,
+    UnsupportedMediaTypeError,
+)
+from gateway.evidence import HubSigner, Receipt
+from gateway.mapping import CANONICAL_NS, CompiledMapping, MappingSet, PartyFormat
+from gateway.store import LeafRow, MessageRow, UnitOfWork
+from gateway.xml import ParserLimits, parse_xml, soap_payload
+
+__all__ = [
+    "AuthorisedMessage",
+    "CanonicalMessage",
+    "InboundMessage",
+    "Outgoing",
+    "RoutedExchange",
+    "ValidatedMessage",
+    "authorise",
+    "route",
+    "seal",
+    "to_canonical",
+    "validate",
+]
+
+_C = f"{{{CANONICAL_NS}}}"
+Transport = Literal["rest", "soap11"]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """What arrived: the authenticated sender and the exact bytes."""
+
+    sender: str
+    body: bytes
+    content_type: str
+    transport: Transport
+    trace_id: str
+    received_at: str  # RFC 3339, UTC
+
+
+@dataclass(frozen=True)
+class ValidatedMessage:
+    inbound: InboundMessage
+    party: PartyFormat
+    element: etree._Element  # the party's XML form, valid against its schema
+    message_type: str
+    schema_sha256: str
+
+
+@dataclass(frozen=True)
+class CanonicalMessage:
+    validated: ValidatedMessage
+    element: etree._Element  # valid canonical message, domain-checked
+    bytes: bytes
+    mapping: CompiledMapping
+    message_id: str
+    message_type: str
+    subject: str
+    destination: str | None
+    correlation_id: str | None
+    legal_context: str
+
+
+@dataclass(frozen=True)
+class AuthorisedMessage:
+    canonical: CanonicalMessage
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    receiver: str
+    body: bytes
+    content_type: str
+    mapping: CompiledMapping
+    schema_id: str
+    schema_sha256: str
+
+
+@dataclass(frozen=True)
+class RoutedExchange:
+    canonical: CanonicalMessage
+    outgoing: tuple[Outgoing, ...]
+    competent_region: str | None  # party id, when the routing decided one
+
+    @property
+    def receivers(self) -> tuple[str, ...]:
+        return tuple(o.receiver for o in self.outgoing)
+
+
+class CaseLookup(Protocol):
+    def case(self, subject: str) -> tuple[str | None, list[str]] | None: ...
+    def sender_of(self, message_id: str) -> str | None: ...
+
+
+_JSON_TYPES = ("application/json",)
+_XML_TYPES = ("application/xml", "text/xml")
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def validate(
+    inbound: InboundMessage, mappings: MappingSet, limits: ParserLimits
+) -> ValidatedMessage:
+    """Parse (hardened) and validate against the sender's schema; tell the message type."""
+    party = mappings.party(inbound.sender)
+    media = _media_type(inbound.content_type)
+    if inbound.transport == "soap11":
+        if media not in _XML_TYPES:
+            raise UnsupportedMediaTypeError(f"SOAP 1.1 is text/xml, not {media or 'none'}")
+        element, _header = soap_payload(parse_xml(inbound.body, limits))
+    else:
+        expected = _JSON_TYPES if party.format == "json" else _XML_TYPES
+        if media not in expected:
+            raise UnsupportedMediaTypeError(
+                f"{inbound.sender} sends {party.format.upper()} ({expected[0]}), not {media or 'none'}"
+            )
+        element = party.read(inbound.body, limits)
+    try:
+        schema_file = party.schema.validate(element)
+    except Exception as exc:
+        if party.binding is not None and getattr(exc, "path", None):
+            exc.path = party.binding.pointer(exc.path)  # type: ignore[attr-defined]
+        raise
+    message_type = party.message_type(element)
+    return ValidatedMessage(inbound, party, element, message_type, schema_file.sha256)
+
+
+def _text(element: etree._Element, path: str) -> str | None:
+    found = element.find(path)
+    return found.text if found is not None else None
+
+
+def to_canonical(validated: ValidatedMessage, mappings: MappingSet) -> CanonicalMessage:
+    """Map to the canonical model, validate it, and run the domain checks."""
+    inbound = validated.inbound
+    mapping = mappings.get(inbound.sender, "to-canonical", validated.message_type)
+    canonical = mapping.apply(
+        validated.element,
+        {
+            "sender": inbound.sender,
+            "receiver": "",
+            "traceId": inbound.trace_id,
+            "receivedAt": inbound.received_at,
+        },
+    )
+    mappings.catalog["canonical"].validate(canonical)
+    domain.check_canonical(canonical)
+    env = f"{_C}envelope/{_C}"
+    return CanonicalMessage(
+        validated=validated,
+        element=canonical,
+        bytes=etree.tostring(canonical, encoding="UTF-8"),
+        mapping=mapping,
+        message_id=_text(canonical, f"{env}id") or "",
+        message_type=_text(canonical, f"{env}type") or "",
+        subject=_text(canonical, f"{env}subject") or "",
+        destination=_text(canonical, f"{env}destination"),
+        correlation_id=_text(canonical, f"{env}correlationId"),
+        legal_context=_text(canonical, f"{env}legalContext") or "",
+    )
+
+
+def authorise(canonical: CanonicalMessage, parties: PartyRegistry) -> AuthorisedMessage:
+    """The sender may send this type (parties.toml ``sends``)."""
+    sender = parties[canonical.validated.inbound.sender]
+    if canonical.message_type not in sender.sends:
+        raise AuthorisationError(
+            f"{sender.id} may not send {canonical.message_type}", code="authz.type-not-allowed"
+        )
+    return AuthorisedMessage(canonical)
+
+
+_POSTCODE = f"{_C}applicationSubmitted/{_C}employer/{_C}establishmentUnit/{_C}address/{_C}postcode"
+
+
+def _competent_region(canonical: CanonicalMessage, parties: PartyRegistry, cases: CaseLookup) -> str:
+    if canonical.message_type == "application.submitted":
+        postcode = _text(canonical.element, _POSTCODE) or ""
+        region = domain.region_of_postcode(postcode)
+        party = parties.region_party(region)
+        if party is None:
+            raise RoutingError(
+                f"no party handles the {region} region yet", code="routing.no-region"
+            )
+        return party.id
+    case = cases.case(canonical.subject)
+    if case is None or case[0] is None:
+        raise RoutingError(
+            f"case {canonical.subject} is not known to the hub", code="routing.unknown-case"
+        )
+    return case[0]
+
+
+def _targets(
+    rule: Route, canonical: CanonicalMessage, parties: PartyRegistry, cases: CaseLookup,
+    region: Callable[[], str],
+) -> list[str]:
+    found: list[str] = []
+    for target in rule.to:
+        if target == "@competent-region":
+            found.append(region())
+        elif target == "@case-parties":
+            case = cases.case(canonical.subject)
+            if case is None:
+                raise RoutingError(
+                    f"case {canonical.subject} is not known to the hub",
+                    code="routing.unknown-case",
+                )
+            found.extend(p for p in case[1] if canonical.message_type in parties[p].receives)
+        elif target == "@correlated-sender":
+            sender = cases.sender_of(canonical.correlation_id or "")
+            if sender is None:
+                raise RoutingError(
+                    "a problem must answer a message known to the hub (correlationId)",
+                    code="routing.unknown-case",
+                )
+            found.append(sender)
+        else:
+            found.append(target)
+    return found
+
+
+def route(
+    authorised: AuthorisedMessage,
+    parties: PartyRegistry,
+    mappings: MappingSet,
+    cases: CaseLookup,
+) -> RoutedExchange:
+    """Find the receivers, then map out and validate the message for each."""
+    canonical = authorised.canonical
+    sender = canonical.validated.inbound.sender
+    cached: list[str] = []
+
+    def region() -> str:
+        if not cached:
+            cached.append(_competent_region(canonical, parties, cases))
+        return cached[0]
+
+    receivers: list[str] = []
+    for rule in parties.routes:
+        if rule.message_type != canonical.message_type:
+            continue
+        if rule.when is not None and not rule.when(canonical.element):
+            continue
+        for target in _targets(rule, canonical, parties, cases, region):
+            if target != sender and target not in receivers:
+                receivers.append(target)
+    if canonical.message_type == "application.submitted" and canonical.destination:
+        competent = region()
+        if canonical.destination != competent:
+            raise RoutingError(
+                f"{canonical.destination} is not competent for this workplace: {competent} is",
+                code="routing.destination-mismatch",
+                extra={"competent": competent},
+            )
+    if not receivers:
+        raise RoutingError(f"no party receives {canonical.message_type} here")
+    outgoing = tuple(_map_out(canonical, receiver, mappings) for receiver in receivers)
+    return RoutedExchange(canonical, outgoing, cached[0] if cached else None)
+
+
+def _map_out(canonical: CanonicalMessage, receiver: str, mappings: MappingSet) -> Outgoing:
+    inbound = canonical.validated.inbound
+    mapping = mappings.get(receiver, "from-canonical", canonical.message_type)
+    party = mappings.party(receiver)
+    element = mapping.apply(
+        canonical.element,
+        {
+            "sender": inbound.sender,
+            "receiver": receiver,
+            "traceId": inbound.trace_id,
+            "receivedAt": inbound.received_at,
+        },
+    )
+    schema_file = party.schema.validate(element)
+    content_type = "application/json" if party.format == "json" else "text/xml; charset=utf-8"
+    return Outgoing(
+        receiver, party.write(element), content_type, mapping, party.schema.schema_id,
+        schema_file.sha256,
+    )
+
+
+# --- sealing -------------------------------------------------------------------------------------
+
+_INSZ = f".//{_C}insz"
+
+
+def _mapping_ref(mapping: CompiledMapping) -> dict[str, str]:
+    return {"file": f"{mapping.party}/{mapping.direction}/{mapping.path.name}",
+            "sha256": mapping.sha256}
+
+
+def exchange_record(
+    routed: RoutedExchange, person_key: bytes
+) -> tuple[dict[str, object], dict[str, bytes]]:
+    """The evidence record of an accepted exchange, and the payloads it references."""
+    canonical = routed.canonical
+    validated = canonical.validated
+    inbound = validated.inbound
+    payloads = {
+        evidence.digest(inbound.body): inbound.body,
+        evidence.digest(canonical.bytes): canonical.bytes,
+    }
+    outbound = []
+    for out in routed.outgoing:
+        sha = evidence.digest(out.body)
+        payloads[sha] = out.body
+        outbound.append({
+            "receiver": out.receiver,
+            "sha256": sha,
+            "contentType": out.content_type,
+            "schema": {"id": out.schema_id, "sha256": out.schema_sha256},
+            "mapping": _mapping_ref(out.mapping),
+        })
+    insz = canonical.element.findtext(_INSZ)
+    record = evidence.record(
+        "exchange.accepted",
+        inbound.received_at,
+        messageId=canonical.message_id,
+        type=canonical.message_type,
+        sender=inbound.sender,
+        receivers=list(routed.receivers),
+        subject=canonical.subject,
+        legalContext=canonical.legal_context,
+        traceId=inbound.trace_id,
+        correlationId=canonical.correlation_id,
+        personRef=evidence.person_ref(person_key, insz) if insz else None,
+        inbound={
+            "sha256": evidence.digest(inbound.body),
+            "contentType": inbound.content_type,
+            "transport": inbound.transport,
+            "schema": {"id": validated.party.schema.schema_id, "sha256": validated.schema_sha256},
+        },
+        canonical={
+            "sha256": evidence.digest(canonical.bytes),
+            "schema": {"id": "canonical", "sha256": canonical.mapping.target_schema.sha256},
+            "mapping": _mapping_ref(canonical.mapping),
+        },
+        outbound=outbound,
+    )
+    return record, payloads
+
+
+def append_evidence(
+    unit: UnitOfWork, signer: HubSigner, record: Mapping[str, object], time: str
+) -> LeafRow:
+    """Append one record to the log inside the caller's transaction, signed."""
+    leaf = evidence.canonical_json(record)
+    index = unit.next_leaf_index()
+    leaf_digest = evidence.leaf_hash(leaf)
+    statement = evidence.receipt_statement(leaf_digest.hex(), index, time, signer.key_id)
+    row = LeafRow(index, leaf_digest, leaf, time, signer.key_id, signer.sign(statement))
+    unit.append_leaf(row)
+    return row
+
+
+def seal(
+    routed: RoutedExchange, signer: HubSigner, person_key: bytes
+) -> Callable[[UnitOfWork], Receipt]:
+    """The unit of work that seals an exchange: evidence + message + outbox rows, at once.
+
+    The record and its payloads are computed here, outside the store's writer; the returned
+    function only writes.
+    """
+    canonical = routed.canonical
+    inbound = canonical.validated.inbound
+    record, payloads = exchange_record(routed, person_key)
+    body_sha = evidence.digest(inbound.body)
+
+    def work(unit: UnitOfWork) -> Receipt:
+        existing = unit.message(canonical.message_id)
+        if existing is not None:
+            if existing.body_sha256 == body_sha and existing.sender == inbound.sender:
+                original = json.loads(existing.receipt)
+                return Receipt(**{**_receipt_fields(original), "status": "duplicate"})
+            raise DuplicateMessageError(
+                f"message id {canonical.message_id} was already used with other content",
+                path="envelope/id",
+            )
+        for sha, content in payloads.items():
+            unit.put_payload(sha, content)
+        leaf = append_evidence(unit, signer, record, inbound.received_at)
+        receipt = Receipt(
+            message_id=canonical.message_id,
+            status="accepted",
+            leaf_index=leaf.leaf_index,
+            leaf_hash=leaf.leaf_hash.hex(),
+            time=leaf.signed_at,
+            key_id=leaf.key_id,
+            signature=leaf.signature,
+            receivers=routed.receivers,
+        )
+        unit.insert_message(
+            MessageRow(
+                id=canonical.message_id,
+                sender=inbound.sender,
+                type=canonical.message_type,
+                subject=canonical.subject,
+                trace_id=inbound.trace_id,
+                correlation_id=canonical.correlation_id,
+                received_at=inbound.received_at,
+                body_sha256=body_sha,
+                leaf_index=leaf.leaf_index,
+                receipt=json.dumps(receipt.as_json()),
+            )
+        )
+        for out in routed.outgoing:
+            unit.add_delivery(
+                canonical.message_id, out.receiver, evidence.digest(out.body), out.content_type,
+                inbound.received_at,
+            )
+        unit.touch_case(
+            canonical.subject, [inbound.sender, *routed.receivers], routed.competent_region,
+            inbound.received_at,
+        )
+        return receipt
+
+    return work
+
+
+def _receipt_fields(data: Mapping[str, object]) -> dict[str, object]:
+    return {
+        "message_id": data["messageId"],
+        "status": data["status"],
+        "leaf_index": data["leafIndex"],
+        "leaf_hash": data["leafHash"],
+        "time": data["time"],
+        "key_id": data["keyId"],
+        "signature": data["signature"],
+        "receivers": tuple(data["receivers"]),  # type: ignore[call-overload]
+    }
+
+
+def rejection_record(
+    sender: str, body: bytes, trace_id: str, received_at: str, code: str, path: str | None
+) -> dict[str, object]:
+    """Evidence of a refused message: who, when, why; the body only as its digest."""
+    return evidence.record(
+        "exchange.rejected",
+        received_at,
+        sender=sender,
+        traceId=trace_id,
+        inbound={"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)},
+        problem={"code": code, "path": path},
+    )

@@ -1,0 +1,103 @@
+"""Stores: one interface, one migration history; SQLite (WAL) is the embedded default.
+
+Every write runs as a *unit of work* inside one transaction on the store's single writer; writes
+submitted together are committed together (group commit), each in its own savepoint, so one
+failing unit never takes the others down and never leaves half its rows behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    "DeliveryRow",
+    "LeafRow",
+    "MessageRow",
+    "Store",
+    "UnitOfWork",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: str
+    sender: str
+    type: str
+    subject: str
+    trace_id: str
+    correlation_id: str | None
+    received_at: str
+    body_sha256: str
+    leaf_index: int
+    receipt: str
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    message_id: str
+    receiver: str
+    state: str
+    payload_sha256: str
+    content_type: str
+    attempts: int
+    next_attempt_at: str
+    last_status: int | None
+    last_error: str | None
+    delivered_at: str | None
+
+
+@dataclass(frozen=True)
+class LeafRow:
+    leaf_index: int
+    leaf_hash: bytes
+    record: bytes
+    signed_at: str
+    key_id: str
+    signature: str
+
+
+class UnitOfWork(Protocol):
+    """The writes (and the reads they depend on) of one transaction."""
+
+    def next_leaf_index(self) -> int: ...
+    def append_leaf(self, leaf: LeafRow) -> None: ...
+    def message(self, message_id: str) -> MessageRow | None: ...
+    def insert_message(self, row: MessageRow) -> None: ...
+    def put_payload(self, sha256: str, content: bytes) -> None: ...
+    def add_delivery(
+        self, message_id: str, receiver: str, payload_sha256: str, content_type: str, now: str
+    ) -> None: ...
+    def claim_deliveries(self, now: str, lease_until: str, limit: int) -> list[DeliveryRow]: ...
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        state: str,
+        *,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: str,
+        delivered_at: str | None,
+    ) -> None: ...
+    def touch_case(self, subject: str, parties: list[str], region: str | None, now: str) -> None: ...
+    def put_artefact(self, sha256: str, path: str, content: bytes) -> None: ...
+    def add_checkpoint(
+        self, tree_size: int, root_hash: str, time: str, key_id: str, signature: str
+    ) -> None: ...
+
+
+class Store(Protocol):
+    def write(self, work: Callable[[UnitOfWork], T]) -> T: ...
+    async def write_async(self, work: Callable[[UnitOfWork], T]) -> T: ...
+    def message(self, message_id: str) -> MessageRow | None: ...
+    def deliveries(self, message_id: str) -> list[DeliveryRow]: ...
+    def payload(self, sha256: str) -> bytes | None: ...
+    def case(self, subject: str) -> tuple[str | None, list[str]] | None: ...
+    def leaves(self, start: int = 0, end: int | None = None) -> list[LeafRow]: ...
+    def checkpoints(self) -> list[dict[str, Any]]: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,328 @@
+"""The embedded store: SQLite in WAL mode, durable commits, one writer thread with group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import GatewayError, StoreError
+from gateway.store import DeliveryRow, LeafRow, MessageRow
+
+__all__ = ["SqliteStore", "migrations"]
+
+T = TypeVar("T")
+_MAX_BATCH = 256
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The one migration history: (version, SQL script), in order."""
+    folder = resources.files("gateway.store") / "migrations"
+    scripts = sorted(
+        (int(entry.name.split("_", 1)[0]), entry.read_text())
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+    return scripts
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk when it returns, so a 202 is never given for a lost message.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class _SqliteUnit:
+    """UnitOfWork over the writer connection (inside the batch transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def next_leaf_index(self) -> int:
+        row = self.conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM evidence").fetchone()
+        return int(row[0])
+
+    def append_leaf(self, leaf: LeafRow) -> None:
+        self.conn.execute(
+            "INSERT INTO evidence (leaf_index, leaf_hash, record, signed_at, key_id, signature)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (leaf.leaf_index, leaf.leaf_hash, leaf.record, leaf.signed_at, leaf.key_id,
+             leaf.signature),
+        )
+
+    def message(self, message_id: str) -> MessageRow | None:
+        return _message(self.conn, message_id)
+
+    def insert_message(self, row: MessageRow) -> None:
+        self.conn.execute(
+            "INSERT INTO messages (id, sender, type, subject, trace_id, correlation_id,"
+            " received_at, body_sha256, leaf_index, receipt) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (row.id, row.sender, row.type, row.subject, row.trace_id, row.correlation_id,
+             row.received_at, row.body_sha256, row.leaf_index, row.receipt),
+        )
+
+    def put_payload(self, sha256: str, content: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO payloads (sha256, content) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (sha256, content),
+        )
+
+    def add_delivery(
+        self, message_id: str, receiver: str, payload_sha256: str, content_type: str, now: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO deliveries (message_id, receiver, state, payload_sha256, content_type,"
+            " next_attempt_at) VALUES (?, ?, 'pending', ?, ?, ?)",
+            (message_id, receiver, payload_sha256, content_type, now),
+        )
+
+    def claim_deliveries(self, now: str, lease_until: str, limit: int) -> list[DeliveryRow]:
+        # Due rows, and rows whose lease ran out (a worker died holding them).
+        rows = self.conn.execute(
+            "UPDATE deliveries SET state = 'delivering', lease_until = ?, attempts = attempts + 1"
+            " WHERE id IN (SELECT id FROM deliveries WHERE"
+            " (state IN ('pending', 'retrying') AND next_attempt_at <= ?)"
+            " OR (state = 'delivering' AND lease_until < ?) ORDER BY id LIMIT ?)"
+            " RETURNING " + _DELIVERY_COLUMNS,
+            (lease_until, now, now, limit),
+        ).fetchall()
+        return sorted((_delivery(r) for r in rows), key=lambda d: d.id)
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        state: str,
+        *,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: str,
+        delivered_at: str | None,
+    ) -> None:
+        self.conn.execute(
+            "UPDATE deliveries SET state = ?, last_status = ?, last_error = ?,"
+            " next_attempt_at = ?, delivered_at = ?, lease_until = NULL WHERE id = ?",
+            (state, status, error, next_attempt_at, delivered_at, delivery_id),
+        )
+
+    def touch_case(self, subject: str, parties: list[str], region: str | None, now: str) -> None:
+        row = self.conn.execute(
+            "SELECT competent_region, parties FROM cases WHERE subject = ?", (subject,)
+        ).fetchone()
+        if row is None:
+            self.conn.execute(
+                "INSERT INTO cases (subject, competent_region, parties, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (subject, region, json.dumps(sorted(set(parties))), now),
+            )
+            return
+        merged = sorted(set(json.loads(row[1])) | set(parties))
+        self.conn.execute(
+            "UPDATE cases SET parties = ?, competent_region = COALESCE(competent_region, ?)"
+            " WHERE subject = ?",
+            (json.dumps(merged), region, subject),
+        )
+
+    def put_artefact(self, sha256: str, path: str, content: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO artefacts (sha256, path, content) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (sha256, path, content),
+        )
+
+    def add_checkpoint(
+        self, tree_size: int, root_hash: str, time: str, key_id: str, signature: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO checkpoints (tree_size, root_hash, time, key_id, signature)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (tree_size, root_hash, time, key_id, signature),
+        )
+
+
+_DELIVERY_COLUMNS = (
+    "id, message_id, receiver, state, payload_sha256, content_type, attempts,"
+    " next_attempt_at, last_status, last_error, delivered_at"
+)
+
+
+def _delivery(row: tuple[Any, ...]) -> DeliveryRow:
+    return DeliveryRow(*row)
+
+
+def _message(conn: sqlite3.Connection, message_id: str) -> MessageRow | None:
+    row = conn.execute(
+        "SELECT id, sender, type, subject, trace_id, correlation_id, received_at, body_sha256,"
+        " leaf_index, receipt FROM messages WHERE id = ?",
+        (message_id,),
+    ).fetchone()
+    return MessageRow(*row) if row else None
+
+
+_Job = tuple[Callable[[Any], Any], concurrent.futures.Future[Any]]
+
+
+class SqliteStore:
+    """SQLite store. All writes go through one writer thread, batched into shared commits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = _connect(path)
+        self.migrate()
+        self._local = threading.local()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="guichet-store-writer", daemon=True)
+        self._thread.start()
+
+    # -- schema -----------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        conn = self._writer_conn
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        applied = 0
+        for version, script in migrations():
+            if version in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in (s.strip() for s in script.split(";")):
+                    if statement and not statement.startswith("--") or "\n" in statement:
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, datetime('now'))", (version,)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            applied += 1
+        return applied
+
+    # -- writes -----------------------------------------------------------------------------------
+    def write(self, work: Callable[[Any], T]) -> T:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((work, future))
+        return future.result()
+
+    async def write_async(self, work: Callable[[Any], T]) -> T:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((work, future))
+        return await asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        conn = self._writer_conn
+        unit = _SqliteUnit(conn)
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(job)
+            self._commit(conn, unit, batch)
+
+    def _commit(self, conn: sqlite3.Connection, unit: _SqliteUnit, batch: list[_Job]) -> None:
+        results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for work, future in batch:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    value = work(unit)
+                except Exception as exc:  # noqa: BLE001 - handed to the submitter
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    results.append((future, False, exc))
+                else:
+                    conn.execute("RELEASE unit")
+                    results.append((future, True, value))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreError(f"store write failed: {exc}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for future, ok, value in results:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(
+                    value if isinstance(value, GatewayError | Exception) else RuntimeError(value)
+                )
+
+    # -- reads ------------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+        return conn
+
+    def message(self, message_id: str) -> MessageRow | None:
+        return _message(self._reader(), message_id)
+
+    def deliveries(self, message_id: str) -> list[DeliveryRow]:
+        rows = self._reader().execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ? ORDER BY id",  # noqa: S608
+            (message_id,),
+        )
+        return [_delivery(r) for r in rows]
+
+    def payload(self, sha256: str) -> bytes | None:
+        row = self._reader().execute(
+            "SELECT content FROM payloads WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def case(self, subject: str) -> tuple[str | None, list[str]] | None:
+        row = self._reader().execute(
+            "SELECT competent_region, parties FROM cases WHERE subject = ?", (subject,)
+        ).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def leaves(self, start: int = 0, end: int | None = None) -> list[LeafRow]:
+        rows = self._reader().execute(
+            "SELECT leaf_index, leaf_hash, record, signed_at, key_id, signature FROM evidence"
+            " WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+            (start, end if end is not None else 2**62),
+        )
+        return [LeafRow(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        rows = self._reader().execute(
+            "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints"
+            " ORDER BY tree_size"
+        )
+        keys = ("tree_size", "root_hash", "time", "key_id", "signature")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def ping(self) -> None:
+        self._reader().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+        self._writer_conn.close()
