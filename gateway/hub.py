@@ -1,0 +1,214 @@
+"""The hub assembled: configuration, schemas, mappings, store, keys, outbox, metrics.
+
+``Hub.open`` is the one place where the pieces meet; the pipeline stages and the service only
+receive what they need from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from adapters import Adapter, ReceiverConfig, load_adapter
+from gateway import evidence
+from gateway.certs import DevPki, TlsFiles
+from gateway.config import HubConfig, PartyRegistry
+from gateway.evidence import Checkpoint, HubSigner
+from gateway.mapping import MappingSet
+from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
+from gateway.pipeline import append_evidence
+from gateway.schemas import SchemaCatalog
+from gateway.store import Store, UnitOfWork
+from gateway.store.sqlite import SqliteStore
+from gateway.xml import ParserLimits
+
+__all__ = ["Hub", "Metrics", "configure_logging", "new_trace_id"]
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> None:
+    """structlog JSON lines; the trace id is bound per exchange through contextvars."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def new_trace_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.messages = Counter(
+            "guichet_messages", "Messages received, by sender, type and outcome",
+            ["sender", "type", "outcome"], registry=self.registry,
+        )
+        self.pipeline_seconds = Histogram(
+            "guichet_pipeline_seconds", "Time from receipt to sealed, accepted messages",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.deliveries = Counter(
+            "guichet_deliveries", "Delivery outcomes, by receiver and state",
+            ["receiver", "state"], registry=self.registry,
+        )
+
+
+class Hub:
+    """Everything a running hub holds."""
+
+    def __init__(
+        self,
+        config: HubConfig,
+        parties: PartyRegistry,
+        mappings: MappingSet,
+        store: Store,
+        signer: HubSigner,
+        person_key: bytes,
+        tls: TlsFiles,
+        adapters: Mapping[str, Adapter],
+    ) -> None:
+        self.config = config
+        self.parties = parties
+        self.mappings = mappings
+        self.store = store
+        self.signer = signer
+        self.person_key = person_key
+        self.tls = tls
+        self.adapters = adapters
+        self.metrics = Metrics()
+        self.limits = ParserLimits(
+            max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
+        )
+        self.outbox = Outbox(
+            store,
+            adapters,
+            signer,
+            RetryPolicy(
+                max_attempts=config.settings.delivery_max_attempts,
+                backoff_s=config.settings.delivery_backoff_s,
+            ),
+            workers=config.settings.delivery_workers,
+            on_outcome=lambda receiver, state: self.metrics.deliveries.labels(
+                receiver, state
+            ).inc(),
+        )
+
+    @classmethod
+    def open(
+        cls, config: HubConfig, *, endpoints: Mapping[str, str] | None = None, pki: DevPki | None = None
+    ) -> Hub:
+        """Load and check everything; the hub refuses to start on any configuration error."""
+        parties = config.parties.with_endpoints(endpoints or {})
+        catalog = SchemaCatalog.load(config.home / "schemas")
+        mappings = MappingSet.load(config.home, catalog)
+        pki = pki or DevPki.at(config.pki_dir)
+        signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
+        tls = pki.hub
+        store = SqliteStore(config.database)
+        adapters = {
+            party.id: load_adapter(party.protocol)(
+                ReceiverConfig(
+                    party=party.id,
+                    protocol=party.protocol,
+                    endpoint=party.endpoint,
+                    schema_dir=config.home / "schemas" / mappings.party(party.id).schema.schema_id,
+                    wsdl=party.wsdl,
+                    client_cert=tls.cert,
+                    client_key=tls.key,
+                    ca=tls.ca,
+                )
+            )
+            for party in parties.parties.values()
+        }
+        hub = cls(config, parties, mappings, store, signer, _person_key(config.data_dir), tls,
+                  adapters)
+        hub.record_configuration()
+        return hub
+
+    def start(self) -> None:
+        self.outbox.start()
+
+    def close(self) -> None:
+        self.outbox.stop()
+        for adapter in self.adapters.values():
+            adapter.close()
+        self.store.close()
+
+    # -- evidence ---------------------------------------------------------------------------------
+    def record_configuration(self) -> None:
+        """Seal the set of parties, schemas and mappings in force, and keep every file's bytes."""
+        home = self.config.home
+        files: dict[str, str] = dict(self.mappings.files)
+        contents: dict[str, bytes] = {}
+        for schema in self.mappings.catalog:
+            for schema_file in schema.files.values():
+                relative = str(schema_file.path.resolve().relative_to(home))
+                files[relative] = schema_file.sha256
+        parties_path = home / "parties.toml"
+        files["parties.toml"] = hashlib.sha256(parties_path.read_bytes()).hexdigest()
+        for relative in files:
+            contents[relative] = (home / relative).read_bytes()
+        now = iso(utc_now())
+        record = evidence.record(
+            "configuration.loaded",
+            now,
+            parties=sorted(self.parties.parties),
+            files=dict(sorted(files.items())),
+        )
+
+        def work(unit: UnitOfWork) -> None:
+            for relative, content in contents.items():
+                unit.put_artefact(files[relative], relative, content)
+            append_evidence(unit, self.signer, record, now)
+
+        self.store.write(work)
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the current tree head (size, root, time) and keep it."""
+        leaves = self.store.leaves()
+        root = evidence.merkle_root([leaf.leaf_hash for leaf in leaves]).hex()
+        now = iso(utc_now())
+        statement = evidence.checkpoint_statement(len(leaves), root, now, self.signer.key_id)
+        checkpoint = Checkpoint(len(leaves), root, now, self.signer.key_id,
+                                self.signer.sign(statement))
+        self.store.write(
+            lambda unit: unit.add_checkpoint(
+                checkpoint.tree_size, checkpoint.root_hash, checkpoint.time,
+                checkpoint.key_id, checkpoint.signature,
+            )
+        )
+        return checkpoint
+
+
+def _person_key(data_dir: Path) -> bytes:
+    """The key of the keyed hash that makes national numbers searchable but not readable."""
+    path = data_dir / "person-ref.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()

@@ -1,0 +1,348 @@
+"""The hub's HTTP service: REST and SOAP 1.1 endpoints, status, health and metrics.
+
+Every request is authenticated by its TLS client certificate (the server refuses a handshake
+without one); the certificate's identity is a party or a role. Errors leave as RFC 9457
+problem+json on REST and as SOAP Faults on SOAP, from the one table of ``gateway.errors``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import pipeline
+from gateway.certs import Identity, identity_of
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InboundError,
+    NotFoundError,
+    PayloadTooLargeError,
+    problem_of,
+)
+from gateway.evidence import Receipt
+from gateway.hub import Hub, new_trace_id
+from gateway.outbox import iso, utc_now
+from gateway.service.tls import client_certificate
+from gateway.xml import SOAP11_NS
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("guichet.service")
+
+TRACE_HEADER = "BelGov-Trace-Id"
+RELATED_TRACE_HEADER = "BelGov-Related-Trace-Id"
+HUB_NS = "urn:be:guichet:hub:1"
+_TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
+
+
+class _Lookup:
+    """The pipeline's narrow view of the store."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def case(self, subject: str) -> tuple[str | None, list[str]] | None:
+        return self.hub.store.case(subject)
+
+    def sender_of(self, message_id: str) -> str | None:
+        row = self.hub.store.message(message_id)
+        return row.sender if row else None
+
+
+def _trace_id(request: Request) -> str:
+    given = request.headers.get(TRACE_HEADER)
+    return given if given and _TRACE_ID.match(given) else new_trace_id()
+
+
+def _identity(request: Request, hub: Hub) -> Identity:
+    certificate = client_certificate(request.scope)
+    if certificate is None:
+        raise AuthenticationError("a client certificate issued by the hub's CA is required")
+    identity = identity_of(certificate)
+    if identity is None or (identity.kind == "party" and identity.name not in hub.parties):
+        raise AuthenticationError(
+            "the client certificate names no party of this hub", code="auth.unknown-party"
+        )
+    return identity
+
+
+def _party(request: Request, hub: Hub) -> str:
+    identity = _identity(request, hub)
+    if identity.kind != "party":
+        raise AuthenticationError(
+            f"role {identity.name} may not send messages", code="authz.role-required"
+        )
+    return identity.name
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # refused while streaming, before it is read whole
+            raise PayloadTooLargeError(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _problem_body(error: GatewayError, trace_id: str) -> dict[str, Any]:
+    problem = problem_of(error)
+    body: dict[str, Any] = {
+        "type": f"urn:guichet:problem:{error.code}",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": error.detail,
+        "code": error.code,
+        "traceId": trace_id,
+    }
+    if error.path is not None:
+        body["path"] = error.path
+    if error.line is not None:
+        body["line"] = error.line
+    if error.schema_id is not None:
+        body["schemaId"] = error.schema_id
+    body.update(error.extra)
+    return body
+
+
+def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
+    body = _problem_body(error, trace_id)
+    return JSONResponse(
+        body,
+        status_code=body["status"],
+        media_type="application/problem+json",
+        headers={TRACE_HEADER: trace_id},
+    )
+
+
+def soap_fault(error: GatewayError, trace_id: str) -> Response:
+    body = _problem_body(error, trace_id)
+    fields = "".join(
+        f"<h:{key}>{escape(str(body[key]))}</h:{key}>"
+        for key in ("code", "type", "status", "path", "line", "schemaId", "traceId")
+        if key in body
+    )
+    envelope = (
+        f'<soap:Envelope xmlns:soap="{SOAP11_NS}"><soap:Body><soap:Fault>'
+        f"<faultcode>soap:{problem_of(error).soap_fault}</faultcode>"
+        f"<faultstring>{escape(error.detail)}</faultstring>"
+        f'<detail><h:problem xmlns:h="{HUB_NS}">{fields}</h:problem></detail>'
+        "</soap:Fault></soap:Body></soap:Envelope>"
+    )
+    # SOAP 1.1 carries every fault with HTTP 500.
+    return Response(envelope, status_code=500, media_type="text/xml; charset=utf-8",
+                    headers={TRACE_HEADER: trace_id})
+
+
+def _receipt_xml(receipt: Receipt) -> bytes:
+    receivers = "".join(f"<h:receiver>{escape(r)}</h:receiver>" for r in receipt.receivers)
+    return (
+        f'<soap:Envelope xmlns:soap="{SOAP11_NS}"><soap:Body><h:receipt xmlns:h="{HUB_NS}">'
+        f"<h:messageId>{escape(receipt.message_id)}</h:messageId>"
+        f"<h:status>{receipt.status}</h:status>"
+        f"<h:leafIndex>{receipt.leaf_index}</h:leafIndex>"
+        f"<h:leafHash>{receipt.leaf_hash}</h:leafHash>"
+        f"<h:time>{receipt.time}</h:time>"
+        f"<h:keyId>{receipt.key_id}</h:keyId>"
+        f"<h:signature>{receipt.signature}</h:signature>"
+        f"<h:receivers>{receivers}</h:receivers>"
+        "</h:receipt></soap:Body></soap:Envelope>"
+    ).encode()
+
+
+async def accept(hub: Hub, inbound: pipeline.InboundMessage) -> Receipt:
+    """Run the pipeline on one inbound message; seal it, or seal its rejection and raise."""
+    started = time.perf_counter()
+    message_type = "unknown"
+    try:
+        validated = pipeline.validate(inbound, hub.mappings, hub.limits)
+        message_type = validated.message_type
+        canonical = pipeline.to_canonical(validated, hub.mappings)
+        authorised = pipeline.authorise(canonical, hub.parties)
+        routed = pipeline.route(authorised, hub.parties, hub.mappings, _Lookup(hub))
+        receipt = await hub.store.write_async(
+            pipeline.seal(routed, hub.signer, hub.person_key)
+        )
+    except InboundError as error:
+        hub.metrics.messages.labels(inbound.sender, message_type, error.code).inc()
+        log.info("message.rejected", sender=inbound.sender, type=message_type, code=error.code,
+                 path=error.path, schema_id=error.schema_id)
+        record = pipeline.rejection_record(
+            inbound.sender, inbound.body, inbound.trace_id, inbound.received_at, error.code,
+            error.path,
+        )
+        await hub.store.write_async(
+            lambda unit: pipeline.append_evidence(unit, hub.signer, record, inbound.received_at)
+        )
+        raise
+    hub.outbox.wake()
+    hub.metrics.messages.labels(inbound.sender, message_type, receipt.status).inc()
+    hub.metrics.pipeline_seconds.observe(time.perf_counter() - started)
+    log.info("message.accepted", sender=inbound.sender, type=message_type,
+             message_id=receipt.message_id, leaf_index=receipt.leaf_index,
+             receivers=list(receipt.receivers), status=receipt.status)
+    return receipt
+
+
+def create_app(hub: Hub) -> FastAPI:
+    app = FastAPI(
+        title="Guichet",
+        version="0.1.0",
+        description="Exchange hub of Belgium's single window for the employment of foreign "
+        "workers. Every call is authenticated by mutual TLS.",
+    )
+
+    @app.middleware("http")
+    async def trace(request: Request, call_next: Any) -> Response:
+        trace_id = _trace_id(request)
+        request.state.trace_id = trace_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        response: Response = await call_next(request)
+        response.headers[TRACE_HEADER] = trace_id
+        given = request.headers.get(TRACE_HEADER)
+        if given:
+            response.headers[RELATED_TRACE_HEADER] = given[:36]
+        return response
+
+    @app.exception_handler(GatewayError)
+    async def on_error(request: Request, error: GatewayError) -> Response:
+        trace_id = getattr(request.state, "trace_id", new_trace_id())
+        if request.url.path.startswith("/soap/"):
+            return soap_fault(error, trace_id)
+        return problem_response(error, trace_id)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        trace_id = getattr(request.state, "trace_id", new_trace_id())
+        log.error("request.failed", error_type=type(error).__name__)
+        wrapped = GatewayError("internal error; quote the trace id to the operator")
+        if request.url.path.startswith("/soap/"):
+            return soap_fault(wrapped, trace_id)
+        return problem_response(wrapped, trace_id)
+
+    @app.post("/v1/messages", status_code=202, response_model=None)
+    async def post_message(request: Request) -> Response:
+        """Send a message (JSON or XML by Content-Type, in the sender's own format)."""
+        sender = _party(request, hub)
+        body = await _read_body(request, hub.limits.max_bytes)
+        inbound = pipeline.InboundMessage(
+            sender=sender,
+            body=body,
+            content_type=request.headers.get("content-type", ""),
+            transport="rest",
+            trace_id=request.state.trace_id,
+            received_at=iso(utc_now()),
+        )
+        receipt = await accept(hub, inbound)
+        return JSONResponse(receipt.as_json(), status_code=202 if receipt.status == "accepted" else 200)
+
+    @app.post("/soap/v1", response_model=None)
+    async def post_soap(request: Request) -> Response:
+        """SOAP 1.1 document/literal endpoint; its WSDL is at ``?wsdl``."""
+        sender = _party(request, hub)
+        body = await _read_body(request, hub.limits.max_bytes)
+        inbound = pipeline.InboundMessage(
+            sender=sender,
+            body=body,
+            content_type=request.headers.get("content-type", ""),
+            transport="soap11",
+            trace_id=request.state.trace_id,
+            received_at=iso(utc_now()),
+        )
+        receipt = await accept(hub, inbound)
+        return Response(_receipt_xml(receipt), media_type="text/xml; charset=utf-8")
+
+    @app.get("/soap/v1", response_model=None)
+    async def get_wsdl(request: Request) -> Response:
+        """The WSDL of the hub's endpoint as the calling party sees it (``?wsdl``), and the
+        schemas it imports (``?xsd=NAME``)."""
+        party = hub.parties[_party(request, hub)]
+        if party.hub_wsdl is None:
+            raise NotFoundError(f"{party.id} does not use SOAP", code="message.not-found")
+        folder = hub.config.home / "schemas" / hub.mappings.party(party.id).schema.schema_id
+        xsd = request.query_params.get("xsd")
+        if xsd is not None:
+            path = _schema_file(folder, xsd)
+            return Response(path.read_bytes(), media_type="text/xml; charset=utf-8")
+        wsdl = (folder / party.hub_wsdl).read_text()
+        base = str(request.url.replace(query=None))
+        wsdl = re.sub(r'(<soap:address\s+location=")[^"]*(")', rf"\g<1>{base}\g<2>", wsdl)
+        wsdl = re.sub(r'schemaLocation="([^"]+)"', lambda m: f'schemaLocation="{base}?xsd={m[1]}"',
+                      wsdl)
+        return Response(wsdl, media_type="text/xml; charset=utf-8")
+
+    @app.get("/v1/messages/{message_id}")
+    async def get_message(message_id: str, request: Request) -> dict[str, Any]:
+        """Status of a message the caller sent or receives, per receiver."""
+        caller = _party(request, hub)
+        row = hub.store.message(message_id)
+        deliveries = hub.store.deliveries(message_id) if row else []
+        if row is None or (caller != row.sender and caller not in {d.receiver for d in deliveries}):
+            raise NotFoundError(f"no message {message_id} visible to {caller}")
+        return {
+            "messageId": row.id,
+            "type": row.type,
+            "sender": row.sender,
+            "subject": row.subject,
+            "receivedAt": row.received_at,
+            "traceId": row.trace_id,
+            "leafIndex": row.leaf_index,
+            "deliveries": [
+                {
+                    "receiver": d.receiver,
+                    "state": d.state,
+                    "attempts": d.attempts,
+                    "deliveredAt": d.delivered_at,
+                    "nextAttemptAt": d.next_attempt_at if d.state == "retrying" else None,
+                    "lastStatus": d.last_status,
+                    "lastError": d.last_error,
+                }
+                for d in deliveries
+                if caller in (row.sender, d.receiver)
+            ],
+        }
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> dict[str, str]:
+        _identity(request, hub)
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz(request: Request) -> Response:
+        _identity(request, hub)
+        try:
+            hub.store.ping()
+        except Exception as exc:  # noqa: BLE001 - any store failure means not ready
+            return JSONResponse({"status": "unavailable", "store": type(exc).__name__},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "parties": len(hub.parties.parties),
+                             "mappings": len(hub.mappings.mappings)})
+
+    @app.get("/metrics", response_model=None)
+    async def metrics(request: Request) -> Response:
+        _identity(request, hub)
+        return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _schema_file(folder: Path, name: str) -> Path:
+    path = (folder / name).resolve()
+    schemas_root = folder.parent.resolve()
+    if not path.is_relative_to(schemas_root) or path.suffix != ".xsd" or not path.is_file():
+        raise NotFoundError(f"no schema {name}", code="message.not-found")
+    return path
