@@ -1,0 +1,315 @@
+"""SOAP 1.1 delivery (document/literal): the payload goes in an envelope, to the receiver's WSDL.
+
+The receiver's WSDL is read once, with zeep, from local files only (:class:`Wsdl`): it says which
+operation takes which payload element, under which ``SOAPAction``, and what the reply must be. The
+hub's own ids ride in a SOAP Header (``h:MessageId``, ``h:TraceId`` in ``urn:be:guichet:hub:1``) so
+the back office can deduplicate without reading the payload; the WSDL's address is never used, the
+configured endpoint is.
+
+How a reply is read::
+
+    SOAP Fault, faultcode *:Client (Client.*, MustUnderstand, VersionMismatch) → rejected
+    SOAP Fault, any other faultcode (Server …)                                → failed
+    2xx, the Body holds the operation's output element, and zeep reads it     → delivered
+    2xx, anything else (not XML, not an envelope, another element)            → failed
+    any other status without a Fault                                         → classify(status)
+
+Replies are parsed with the hub's hardened parser (``gateway.xml.parse_xml``), never by zeep's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from lxml import etree
+from zeep.exceptions import Error as ZeepError
+from zeep.settings import Settings
+from zeep.transports import Transport
+from zeep.wsdl import Document
+from zeep.wsdl.bindings.soap import Soap11Binding
+
+from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, classify
+from gateway.errors import ConfigurationError, GatewayError, ParseError, UnknownMessageTypeError
+from gateway.xml import SOAP11_NS, parse_xml, soap_payload
+
+__all__ = [
+    "HUB_HEADER_NS",
+    "SoapAdapter",
+    "SoapFault",
+    "SoapOperation",
+    "Wsdl",
+    "build_envelope",
+    "soap_fault_of",
+]
+
+HUB_HEADER_NS = "urn:be:guichet:hub:1"
+_SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
+# Fault codes after which sending the same envelope again cannot succeed.
+_PERMANENT_FAULTS = ("Client", "MustUnderstand", "VersionMismatch")
+
+
+# ---------------------------------------------------------------------------------------------
+# The WSDL, read once
+
+
+class _LocalFilesOnly(Transport):
+    """A zeep transport that reads files under one folder and refuses everything else.
+
+    A WSDL is configuration, but an ``xs:import`` pointing at a URL would make loading it a network
+    call (and an SSRF path for whoever can edit it): only local files under ``root`` are read.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(timeout=1, operation_timeout=1)  # type: ignore[no-untyped-call]
+        self._root = root.resolve()
+
+    def load(self, url: str) -> bytes:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("", "file"):
+            raise ConfigurationError(f"WSDL loading refuses the remote document {url}")
+        path = Path(parsed.path if parsed.scheme == "file" else url).resolve()
+        if not path.is_relative_to(self._root):
+            raise ConfigurationError(f"WSDL loading refuses {path}: outside {self._root}")
+        return path.read_bytes()
+
+    def get(self, address: str, params: Any, headers: Any) -> Any:
+        raise ConfigurationError(f"this transport makes no HTTP calls (GET {address})")
+
+    def post(self, address: str, message: Any, headers: Any) -> Any:
+        raise ConfigurationError(f"this transport makes no HTTP calls (POST {address})")
+
+
+@dataclass(frozen=True)
+class SoapOperation:
+    """One document/literal operation of a SOAP 1.1 binding."""
+
+    name: str
+    soap_action: str
+    input_element: str  # Clark name of the Body's payload element in the request
+    output_element: str | None  # … and in the reply (None for a one-way operation)
+    _zeep: Any = field(repr=False, compare=False)
+
+    def check_output(self, envelope: etree._Element) -> etree._Element:
+        """The reply's payload if it is this operation's output as the WSDL describes it.
+
+        zeep reads the envelope with the operation's output message (strict: an unexpected element
+        raises); the required top-level children must be there. Raises ``ParseError``.
+        """
+        payload, _ = soap_payload(envelope)
+        if payload.tag != self.output_element:
+            raise ParseError(
+                f"{self.name} answers {self.output_element}, the reply holds {payload.tag}",
+                code="soap.malformed",
+            )
+        output = self._zeep.output
+        try:
+            value = output.deserialize(envelope)
+        except (ZeepError, ValueError, TypeError) as exc:
+            raise ParseError(
+                f"reply to {self.name} does not match the WSDL: {exc}", code="soap.malformed"
+            ) from exc
+        missing = [
+            name
+            for name, element in output.body.type.elements
+            if element.min_occurs and _member(value, name) is None
+        ]
+        if missing:
+            raise ParseError(
+                f"reply to {self.name} lacks {', '.join(missing)}", code="soap.malformed"
+            )
+        return payload
+
+
+def _member(value: Any, name: str) -> Any:
+    try:
+        return value[name]
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class Wsdl:
+    """A WSDL's SOAP 1.1 operations, by the element their input carries (document/literal)."""
+
+    path: Path
+    operations: Mapping[str, SoapOperation]  # input element (Clark) → operation
+    addresses: tuple[str, ...]  # soap:address locations, informative only
+
+    @classmethod
+    def load(cls, path: Path, root: Path | None = None) -> Wsdl:
+        """Read ``path`` and what it imports, from files under ``root`` (default: its folder).
+
+        Raises ``ConfigurationError`` when the WSDL cannot be read, imports a remote document, has
+        no SOAP 1.1 binding, or two operations take the same input element (dispatch would be
+        ambiguous).
+        """
+        settings = Settings(
+            strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True,
+            forbid_external=True,
+        )
+        transport = _LocalFilesOnly(root or path.parent)
+        try:
+            # zeep annotates ``transport`` as a class, but uses (and documents) an instance.
+            document = Document(
+                str(path.resolve()), transport, settings=settings  # type: ignore[arg-type]
+            )
+        except ConfigurationError:
+            raise
+        except (ZeepError, etree.Error, OSError, ValueError, KeyError) as exc:
+            raise ConfigurationError(f"{path}: not a usable WSDL: {exc}") from exc
+        operations: dict[str, SoapOperation] = {}
+        for binding in document.bindings.values():
+            if not isinstance(binding, Soap11Binding):
+                continue
+            for name, operation in binding.all().items():  # type: ignore[no-untyped-call]
+                body = getattr(operation.input, "body", None)
+                if body is None or getattr(body, "qname", None) is None:
+                    raise ConfigurationError(
+                        f"{path}: operation {name} is not document/literal with one body element"
+                    )
+                tag = body.qname.text
+                if tag in operations and operations[tag].name != name:
+                    raise ConfigurationError(
+                        f"{path}: {operations[tag].name} and {name} both take {tag}"
+                    )
+                output_body = getattr(operation.output, "body", None) if operation.output else None
+                operations[tag] = SoapOperation(
+                    name=name,
+                    soap_action=operation.soapaction or "",
+                    input_element=tag,
+                    output_element=output_body.qname.text if output_body is not None else None,
+                    _zeep=operation,
+                )
+        if not operations:
+            raise ConfigurationError(f"{path}: no SOAP 1.1 document/literal operation")
+        addresses = tuple(
+            str(port.binding_options.get("address", ""))
+            for service in document.services.values()
+            for port in service.ports.values()
+        )
+        return cls(path=path, operations=operations, addresses=addresses)
+
+    def operation_for(self, payload: etree._Element) -> SoapOperation:
+        """The operation that takes this payload element; ``UnknownMessageTypeError`` if none."""
+        try:
+            return self.operations[payload.tag]
+        except KeyError:
+            raise UnknownMessageTypeError(
+                f"{self.path.name} has no operation taking {payload.tag}", path="/"
+            ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Envelopes and faults
+
+
+def build_envelope(payload: etree._Element, headers: Mapping[str, str] | None = None) -> bytes:
+    """A SOAP 1.1 envelope around ``payload``; ``headers`` become ``h:<name>`` Header entries."""
+    envelope = etree.Element(f"{{{SOAP11_NS}}}Envelope", nsmap={"soap": SOAP11_NS})
+    if headers:
+        header = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Header")
+        for name, value in headers.items():
+            entry = etree.SubElement(
+                header, f"{{{HUB_HEADER_NS}}}{name}", nsmap={"h": HUB_HEADER_NS}
+            )
+            entry.text = value
+    body = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Body")
+    # A copy: appending moves an lxml element out of its tree, the caller's stays untouched.
+    body.append(copy.deepcopy(payload))
+    return etree.tostring(envelope, encoding="UTF-8", xml_declaration=True)
+
+
+@dataclass(frozen=True)
+class SoapFault:
+    """A SOAP 1.1 Fault: ``code`` is the faultcode's local part (``Client``, ``Server.Busy``…)."""
+
+    code: str
+    string: str
+
+    @property
+    def permanent(self) -> bool:
+        """True when the sender must change the message: resending it cannot succeed."""
+        return self.code.split(".", 1)[0] in _PERMANENT_FAULTS
+
+
+def soap_fault_of(payload: etree._Element) -> SoapFault | None:
+    """The Fault a Body payload is, or ``None`` when it is not a SOAP 1.1 Fault."""
+    if payload.tag != f"{{{SOAP11_NS}}}Fault":
+        return None
+    # faultcode and faultstring are unqualified children in SOAP 1.1.
+    raw_code = (payload.findtext("faultcode") or "").strip()
+    return SoapFault(
+        code=raw_code.rpartition(":")[2] or "Server",
+        string=(payload.findtext("faultstring") or "").strip(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+
+class SoapAdapter(BaseAdapter):
+    """Delivers payloads to a SOAP 1.1 back office described by its WSDL."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        super().__init__(config)
+        if not config.wsdl:
+            raise ConfigurationError(f"receiver {config.party}: a SOAP party needs a WSDL")
+        # Imports may reach sibling folders of schemas/ (a shared hub.xsd), never beyond.
+        self.wsdl = Wsdl.load(config.schema_dir / config.wsdl, root=config.schema_dir.parent)
+        self._client = self._http_client()
+
+    def _send(self, outbound: Outbound) -> tuple[Outcome, int | None, bytes, str]:
+        try:
+            payload = parse_xml(outbound.body)
+            operation = self.wsdl.operation_for(payload)
+        except GatewayError as exc:
+            # The hub produced a body this receiver has no operation for: no retry will help.
+            return "rejected", None, b"", f"{exc.code}: {exc.detail}"
+        envelope = build_envelope(
+            payload, {"MessageId": outbound.message_id, "TraceId": outbound.trace_id}
+        )
+        response = self._client.post(
+            self.config.endpoint,
+            content=envelope,
+            headers={
+                "Content-Type": _SOAP_CONTENT_TYPE,
+                "SOAPAction": f'"{operation.soap_action}"',
+                "BelGov-Trace-Id": outbound.trace_id,
+            },
+        )
+        outcome, detail = _outcome(operation, response)
+        return outcome, response.status_code, response.content, detail
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _outcome(operation: SoapOperation, response: httpx.Response) -> tuple[Outcome, str]:
+    status = response.status_code
+    try:
+        envelope = parse_xml(response.content)
+        payload, _ = soap_payload(envelope)
+    except GatewayError as exc:
+        if 200 <= status < 300:
+            return "failed", f"malformed reply: {exc.detail}"
+        return classify(status), f"HTTP {status} {response.reason_phrase}".rstrip()
+    fault = soap_fault_of(payload)
+    if fault is not None:
+        outcome: Outcome = "rejected" if fault.permanent else "failed"
+        return outcome, f"SOAP Fault {fault.code}: {fault.string}"
+    if not 200 <= status < 300:
+        return classify(status), f"HTTP {status} {response.reason_phrase}".rstrip()
+    if operation.output_element is None:
+        return "delivered", ""
+    try:
+        operation.check_output(envelope)
+    except ParseError as exc:
+        return "failed", f"malformed reply: {exc.detail}"
+    return "delivered", ""
