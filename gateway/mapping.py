@@ -381,8 +381,9 @@ class _Compiler:
         ).encode()
 
     def emit(self, node: _Target, top: bool = False) -> str:
-        if top:
-            return "".join(self.emit(child) for child in self.ordered(node))
+        if top:  # the root element is always written
+            inner = "".join(self.emit(child) for child in self.ordered(node))
+            return f"<{node.step}>{inner}</{node.step}>"
         if node.step.startswith("@"):
             assert node.rule is not None
             return self.guarded(

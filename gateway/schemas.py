@@ -124,7 +124,7 @@ def _compile(path: Path, content: bytes) -> SchemaFile:
         # relative imports resolve; no network is ever used.
         doc = etree.parse(str(path), etree.XMLParser(no_network=True, resolve_entities=False))  # noqa: S320
         compiled = etree.XMLSchema(doc)
-        components = xmlschema.XMLSchema10(str(path), allow="sandbox")
+        components = xmlschema.XMLSchema10(str(path.resolve()), allow="sandbox")
     except (etree.XMLSyntaxError, etree.XMLSchemaParseError) as exc:
         raise ConfigurationError(f"{path}: not a valid XSD: {exc}") from exc
     except xmlschema.XMLSchemaException as exc:

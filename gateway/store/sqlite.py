@@ -284,6 +284,14 @@ class SqliteStore:
     def message(self, message_id: str) -> MessageRow | None:
         return _message(self._reader(), message_id)
 
+    def messages_for_subject(self, subject: str) -> list[MessageRow]:
+        rows = self._reader().execute(
+            "SELECT id, sender, type, subject, trace_id, correlation_id, received_at, body_sha256,"
+            " leaf_index, receipt FROM messages WHERE subject = ? ORDER BY leaf_index",
+            (subject,),
+        )
+        return [MessageRow(*r) for r in rows]
+
     def deliveries(self, message_id: str) -> list[DeliveryRow]:
         rows = self._reader().execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ? ORDER BY id",  # noqa: S608

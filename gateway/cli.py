@@ -1,0 +1,157 @@
+"""The ``guichet`` command. Errors of the hub are caught once, here, and printed with their code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gateway.errors import GatewayError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guichet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the hub (HTTPS, mutual TLS)")
+    serve.add_argument("--data-dir", type=Path, default=None)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+
+    demo = commands.add_parser("demo", help="run one complete case against the sandbox")
+    demo.add_argument("--data-dir", type=Path, default=None,
+                      help="keep the data here (default: a fresh temporary folder)")
+
+    certs = commands.add_parser("certs", help="development PKI")
+    certs_cmd = certs.add_subparsers(dest="certs_command", required=True)
+    init = certs_cmd.add_parser("init", help="write a dev CA, the hub's and every party's certs")
+    init.add_argument("--dir", type=Path, required=True)
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+
+    sandbox = commands.add_parser("sandbox", help="run the sandbox back offices")
+    sandbox.add_argument("--pki", type=Path, required=True, help="folder of `guichet certs init`")
+    sandbox.add_argument("--hub-url", default=None, help="where replies are sent")
+    sandbox.add_argument("--no-respond", action="store_true", help="record only, never reply")
+
+    mappings = commands.add_parser("mappings", help="schemas and mappings")
+    mappings_cmd = mappings.add_subparsers(dest="mappings_command", required=True)
+    mappings_cmd.add_parser("check", help="check every mapping and golden pair")
+
+    audit = commands.add_parser("audit", help="evidence log")
+    audit_cmd = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_cmd.add_parser("verify", help="verify every leaf, signature and checkpoint")
+    verify.add_argument("--data-dir", type=Path, default=None)
+    return parser
+
+
+def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untyped-def]
+    from gateway.config import Settings
+
+    values = {k: v for k, v in {"data_dir": data_dir, **extra}.items() if v is not None}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from gateway.demo import run_demo
+        from gateway.hub import configure_logging
+
+        configure_logging("warning")
+        return 0 if run_demo(args.data_dir, sys.stdout).ok else 1
+    if args.command == "serve":
+        from gateway.config import HubConfig
+        from gateway.demo import ensure_pki
+        from gateway.hub import Hub, configure_logging
+        from gateway.service.app import create_app
+        from gateway.service.server import serve_forever
+
+        config = HubConfig.load(_settings(args.data_dir, host=args.host, port=args.port))
+        configure_logging(config.settings.log_level)
+        pki = ensure_pki(config)
+        hub = Hub.open(config, pki=pki)
+        hub.start()
+        try:
+            serve_forever(create_app(hub), config.settings.host, config.settings.port, pki.hub)
+        finally:
+            hub.close()
+        return 0
+    if args.command == "certs":
+        from gateway.certs import PartyIdentity, init_dev_pki
+        from gateway.config import HubConfig
+
+        config = HubConfig.load(_settings(None))
+        parties = [
+            PartyIdentity(p.id, p.names.get("en", p.id), p.enterprise_number)
+            for p in config.parties.parties.values()
+        ]
+        pki = init_dev_pki(args.dir, parties, force=args.force)
+        print(f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties)")
+        return 0
+    if args.command == "sandbox":
+        return _sandbox(args)
+    if args.command == "mappings":
+        from gateway.mapping import main as mappings_main
+
+        return mappings_main(["check"])
+    if args.command == "audit":
+        from gateway.audit import verify_log
+        from gateway.config import HubConfig
+        from gateway.evidence import HubSigner
+        from gateway.store.sqlite import SqliteStore
+
+        config = HubConfig.load(_settings(args.data_dir))
+        from gateway.certs import DevPki
+
+        pki = DevPki.at(config.pki_dir)
+        signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
+        store = SqliteStore(config.database)
+        try:
+            report = verify_log(store.leaves(), store.checkpoints(), signer.certificate)
+        finally:
+            store.close()
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        print(f"{report.leaves} leaves, {report.checkpoints} checkpoints, root {report.root}: "
+              f"{'OK' if report.ok else 'FAILED'}")
+        return 0 if report.ok else 1
+    return 2
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from gateway.certs import DevPki
+    from gateway.config import HubConfig
+    from gateway.mapping import MappingSet
+    from gateway.sandbox import Sandbox
+
+    config = HubConfig.load(_settings(None))
+    mappings = MappingSet.load(config.home)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Sandbox(mappings, DevPki.at(args.pki), list(config.parties.parties),
+                 config.home / "examples", hub_url=args.hub_url,
+                 respond=not args.no_respond) as sandbox:
+        for party, url in sandbox.endpoints.items():
+            print(f"{party:<12} {url}", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except GatewayError as error:
+        print(f"guichet: {error.code}: {error.detail}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
