@@ -1,0 +1,70 @@
+"""Identifier checks and the competent region."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.domain import (
+    GERMAN_SPEAKING_POSTCODES,
+    is_valid_enterprise_number,
+    is_valid_establishment_unit,
+    is_valid_insz,
+    region_of_postcode,
+)
+from gateway.errors import RoutingError
+
+
+def _insz(born: str, serial: str, after_2000: bool = False) -> str:
+    base = born + serial
+    check = 97 - int(("2" if after_2000 else "") + base) % 97
+    return f"{base}{check:02d}"
+
+
+def test_national_numbers_of_both_centuries() -> None:
+    assert is_valid_insz(_insz("850730", "033"))
+    assert is_valid_insz(_insz("050101", "012", after_2000=True))
+    assert not is_valid_insz(_insz("850730", "033")[:-1] + "0")
+
+
+def test_bis_number_month_plus_40() -> None:
+    assert is_valid_insz(_insz("854730", "033"))  # July + 40, sex known
+
+
+@given(st.integers(min_value=0, max_value=99_999_999))
+def test_enterprise_number_check_digits(body: int) -> None:
+    first = f"0{body:08d}"[-9:]
+    number = f"{first[:8]}{97 - int(first[:8]) % 97:02d}"
+    assert is_valid_enterprise_number(number)
+    wrong = f"{number[:8]}{(int(number[8:]) % 97) + 1:02d}"
+    assert not is_valid_enterprise_number(wrong)
+
+
+def test_establishment_unit_numbers_start_with_2_to_8() -> None:
+    body = "21234567"
+    good = body + f"{97 - int(body) % 97:02d}"
+    assert is_valid_establishment_unit(good)
+    assert not is_valid_establishment_unit("1" + good[1:])
+    assert not is_valid_establishment_unit(good[:-1] + str((int(good[-1]) + 1) % 10))
+
+
+@pytest.mark.parametrize(
+    ("postcode", "region"),
+    [("1000", "brussels"), ("1210", "brussels"), ("1300", "wallonia"), ("1500", "flanders"),
+     ("3999", "flanders"), ("4000", "wallonia"), ("4700", "german-speaking"),
+     ("4780", "german-speaking"), ("4760", "german-speaking"), ("4800", "wallonia"),
+     ("9000", "flanders"), ("8400", "flanders"), ("7000", "wallonia")],
+)
+def test_region_of_postcode(postcode: str, region: str) -> None:
+    assert region_of_postcode(postcode) == region
+
+
+def test_the_nine_german_speaking_municipalities_are_all_there() -> None:
+    names = {name.split(" (")[0] for name in GERMAN_SPEAKING_POSTCODES.values()}
+    assert names == {"Eupen", "Kelmis", "Lontzen", "Raeren", "Amel", "Büllingen",
+                     "Burg-Reuland", "Bütgenbach", "Sankt Vith"}
+
+
+@pytest.mark.parametrize("postcode", ["0999", "12345", "B-9000", ""])
+def test_not_a_belgian_postcode(postcode: str) -> None:
+    with pytest.raises(RoutingError):
+        region_of_postcode(postcode)

@@ -1,0 +1,83 @@
+"""The hardened parser refuses what it must and keeps what it must."""
+
+import pytest
+
+from gateway.errors import ParseError, PayloadTooLargeError
+from gateway.xml import ParserLimits, parse_json, parse_xml, soap_payload
+
+SOAP = b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">%s</s:Envelope>'
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'<!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>', "xml.forbidden-construct"),
+        (b'<!DOCTYPE a SYSTEM "file:///etc/passwd"><a/>', "xml.forbidden-construct"),
+        (b"<a><?php echo 1 ?></a>", "xml.forbidden-construct"),
+        (b"<a><b></a>", "xml.malformed"),
+        (b"<a>\xff\xfe</a>", "xml.malformed"),
+        (b"<a>" * 60 + b"</a>" * 60, "xml.too-deep"),
+    ],
+)
+def test_hostile_xml_is_refused_with_its_code(body: bytes, code: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_xml(body)
+    assert caught.value.code == code
+
+
+def test_malformed_xml_names_the_line() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_xml(b"<a>\n<b>\n</a>")
+    assert caught.value.line == 3
+
+
+def test_xml_declaration_and_comments_are_accepted() -> None:
+    root = parse_xml(b'<?xml version="1.0" encoding="UTF-8"?><!-- note --><a><b>x</b></a>')
+    assert root.findtext("b") == "x"
+
+
+def test_size_limit_applies_before_parsing() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        parse_xml(b"<a>" + b"x" * 100 + b"</a>", ParserLimits(max_bytes=50))
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"a": 1, "a": 2}', "json.duplicate-key"),
+        (b'{"a": NaN}', "json.malformed"),
+        (b'{"a": Infinity}', "json.malformed"),
+        (b"[" * 200000 + b"]" * 200000, "json.too-deep"),
+        (b'{"a": "\xff"}', "json.malformed"),
+        (b'{"a": 1', "json.malformed"),
+        (b'{"a": ' + b"9" * 5000 + b"}", "json.malformed"),
+    ],
+)
+def test_hostile_json_is_refused_with_its_code(body: bytes, code: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_json(body)
+    assert caught.value.code == code
+
+
+def test_json_nested_duplicate_is_found() -> None:
+    with pytest.raises(ParseError, match="'x'"):
+        parse_json(b'{"a": {"x": 1, "y": 2, "x": 3}}')
+
+
+def test_soap_envelope_with_two_bodies_is_refused() -> None:
+    body = SOAP % b"<s:Body><a/></s:Body><s:Body><b/></s:Body>"
+    with pytest.raises(ParseError) as caught:
+        soap_payload(parse_xml(body))
+    assert caught.value.code == "soap.malformed"
+
+
+def test_soap_payload_is_the_single_body_child() -> None:
+    payload, header = soap_payload(parse_xml(SOAP % b"<s:Header/><s:Body><p:x xmlns:p='u'/></s:Body>"))
+    assert payload.tag == "{u}x"
+    assert header is not None
+
+
+def test_not_a_soap_envelope() -> None:
+    with pytest.raises(ParseError) as caught:
+        soap_payload(parse_xml(b"<Envelope/>"))
+    assert caught.value.code == "soap.malformed"
