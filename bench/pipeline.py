@@ -121,8 +121,9 @@ def run_floor(
         "CREATE TABLE IF NOT EXISTS m (id TEXT PRIMARY KEY, leaf INTEGER);"
         "CREATE TABLE IF NOT EXISTS d (id INTEGER PRIMARY KEY, m TEXT, sha TEXT);"
     )
+    offset = conn.execute("SELECT COALESCE(MAX(i) + 1, 0) FROM leaf").fetchone()[0]
     started = time.perf_counter()
-    for index, body in enumerate(messages):
+    for index, body in enumerate(messages, start=offset):
         value = json.loads(body)
         form = etree.Element(root_tag)
         _to_xml(form, value)
