@@ -72,9 +72,9 @@ def run_pipeline(
             "be-platform", body, "application/json", "rest", str(uuid.uuid4()), iso(utc_now())
         )
         validated = pipeline.validate(inbound, mappings, DEFAULT_LIMITS)
-        canonical = pipeline.to_canonical(validated, mappings)
-        routed = pipeline.route(pipeline.authorise(canonical, config.parties), config.parties,
-                                mappings, lookup)
+        authorised = pipeline.authorise(validated, config.parties)
+        canonical = pipeline.to_canonical(authorised, mappings)
+        routed = pipeline.route(canonical, config.parties, mappings, lookup)
         store.write(pipeline.seal(routed, signer, b"k" * 32))
     return len(messages) / (time.perf_counter() - started)
 

@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if run_demo(args.data_dir, sys.stdout).ok else 1
     if args.command == "serve":
         from gateway.config import HubConfig
-        from gateway.demo import ensure_pki
+        from gateway.testing import ensure_pki
         from gateway.hub import Hub, configure_logging
         from gateway.service.app import create_app
         from gateway.service.server import serve_forever
@@ -78,16 +78,14 @@ def _run(args: argparse.Namespace) -> int:
             hub.close()
         return 0
     if args.command == "certs":
-        from gateway.certs import PartyIdentity, init_dev_pki
+        from gateway.certs import init_dev_pki
         from gateway.config import HubConfig
 
         config = HubConfig.load(_settings(None))
-        parties = [
-            PartyIdentity(p.id, p.names.get("en", p.id), p.enterprise_number)
-            for p in config.parties.parties.values()
-        ]
+        parties = config.parties.identities()
         pki = init_dev_pki(args.dir, parties, force=args.force)
-        print(f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties)")
+        print(f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties,"
+              " operator and auditor roles); private keys are mode 0600, never commit them")
         return 0
     if args.command == "sandbox":
         return _sandbox(args)

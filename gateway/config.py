@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.certs import PartyIdentity
 from gateway.errors import ConfigurationError
 
 __all__ = ["HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
@@ -102,6 +103,13 @@ class PartyRegistry:
 
     def __contains__(self, party_id: object) -> bool:
         return party_id in self.parties
+
+    def identities(self) -> list[PartyIdentity]:
+        """What a certificate of each party says: id, organisation, KBO number."""
+        return [
+            PartyIdentity(p.id, p.names.get("en", p.id), p.enterprise_number)
+            for p in self.parties.values()
+        ]
 
     def region_party(self, region: str) -> Party | None:
         return next((p for p in self.parties.values() if p.region == region), None)

@@ -12,24 +12,15 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import httpx
-
 from gateway.audit import VerifyReport, verify_log
-from gateway.certs import DevPki, PartyIdentity, init_dev_pki
-from gateway.config import HubConfig, Settings
-from gateway.hub import Hub
-from gateway.sandbox import Sandbox
-from gateway.service.app import create_app
-from gateway.service.server import ServerThread
-from gateway.service.tls import client_ssl_context
+from gateway.testing import RunningHub, running_hub
 
-__all__ = ["DemoResult", "run_demo", "running_hub"]
+__all__ = ["DemoResult", "run_demo"]
 
 # The messages one complete case is made of, in the order of the procedure.
 CASE_TYPES = (
@@ -39,54 +30,6 @@ CASE_TYPES = (
     "residence.decided",
     "status.updated",
 )
-
-
-@dataclass
-class RunningHub:
-    hub: Hub
-    server: ServerThread
-    sandbox: Sandbox
-    pki: DevPki
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def client(self, party: str) -> httpx.Client:
-        """An HTTPS client presenting the party's certificate."""
-        return httpx.Client(
-            base_url=self.url, verify=client_ssl_context(self.pki.party(party)), timeout=10
-        )
-
-
-def ensure_pki(config: HubConfig) -> DevPki:
-    if (config.pki_dir / "ca.pem").exists():
-        return DevPki.at(config.pki_dir)
-    parties = [
-        PartyIdentity(p.id, p.names.get("en", p.id), p.enterprise_number)
-        for p in config.parties.parties.values()
-    ]
-    return init_dev_pki(config.pki_dir, parties)
-
-
-@contextmanager
-def running_hub(data_dir: Path, *, respond: bool = True, **settings: object) -> Iterator[RunningHub]:
-    """Hub + sandbox back offices on loopback, over mutual TLS, with a data dir of their own."""
-    config = HubConfig.load(Settings(data_dir=data_dir, **settings))  # type: ignore[arg-type]
-    pki = ensure_pki(config)
-    parties = list(config.parties.parties)
-    from gateway.mapping import MappingSet  # the hub loads its own; the sandbox reads formats
-
-    mappings = MappingSet.load(config.home)
-    with Sandbox(mappings, pki, parties, config.home / "examples", respond=respond) as sandbox:
-        hub = Hub.open(config, endpoints=sandbox.endpoints, pki=pki)
-        try:
-            with ServerThread(create_app(hub), tls=pki.hub) as server:
-                sandbox.hub_url = server.url
-                hub.start()
-                yield RunningHub(hub, server, sandbox, pki)
-        finally:
-            hub.close()
 
 
 @dataclass

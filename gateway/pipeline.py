@@ -1,8 +1,12 @@
 """The way a message travels, as small typed stages over immutable values.
 
-``InboundMessage`` → :func:`validate` → ``ValidatedMessage`` → :func:`to_canonical` →
-``CanonicalMessage`` → :func:`authorise` → ``AuthorisedMessage`` → :func:`route` →
+``InboundMessage`` → :func:`validate` → ``ValidatedMessage`` → :func:`authorise` →
+``AuthorisedMessage`` → :func:`to_canonical` → ``CanonicalMessage`` → :func:`route` →
 ``RoutedExchange`` (mapped out and validated for each receiver) → :func:`seal` → ``Receipt``.
+
+Authorisation runs as soon as the message type is known (after the sender's schema): a type the
+sender may not send is refused as such, before any work is spent on it. Who may *receive* it is
+checked by the routing configuration, whose targets must each declare they receive the type.
 
 A stage can only be fed what the previous one makes, so the order is checked by the type checker.
 Everything here but :func:`seal` is pure: the store is reached through the narrow ``CaseLookup``.
@@ -86,7 +90,7 @@ class CanonicalMessage:
 
 @dataclass(frozen=True)
 class AuthorisedMessage:
-    canonical: CanonicalMessage
+    validated: ValidatedMessage
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,9 @@ def _text(element: etree._Element, path: str) -> str | None:
     return found.text if found is not None else None
 
 
-def to_canonical(validated: ValidatedMessage, mappings: MappingSet) -> CanonicalMessage:
+def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> CanonicalMessage:
     """Map to the canonical model, validate it, and run the domain checks."""
+    validated = authorised.validated
     inbound = validated.inbound
     mapping = mappings.get(inbound.sender, "to-canonical", validated.message_type)
     canonical = mapping.apply(
@@ -185,14 +190,14 @@ def to_canonical(validated: ValidatedMessage, mappings: MappingSet) -> Canonical
     )
 
 
-def authorise(canonical: CanonicalMessage, parties: PartyRegistry) -> AuthorisedMessage:
+def authorise(validated: ValidatedMessage, parties: PartyRegistry) -> AuthorisedMessage:
     """The sender may send this type (parties.toml ``sends``)."""
-    sender = parties[canonical.validated.inbound.sender]
-    if canonical.message_type not in sender.sends:
+    sender = parties[validated.inbound.sender]
+    if validated.message_type not in sender.sends:
         raise AuthorisationError(
-            f"{sender.id} may not send {canonical.message_type}", code="authz.type-not-allowed"
+            f"{sender.id} may not send {validated.message_type}", code="authz.type-not-allowed"
         )
-    return AuthorisedMessage(canonical)
+    return AuthorisedMessage(validated)
 
 
 _POSTCODE = f"{_C}applicationSubmitted/{_C}employer/{_C}establishmentUnit/{_C}address/{_C}postcode"
@@ -246,13 +251,12 @@ def _targets(
 
 
 def route(
-    authorised: AuthorisedMessage,
+    canonical: CanonicalMessage,
     parties: PartyRegistry,
     mappings: MappingSet,
     cases: CaseLookup,
 ) -> RoutedExchange:
     """Find the receivers, then map out and validate the message for each."""
-    canonical = authorised.canonical
     sender = canonical.validated.inbound.sender
     cached: list[str] = []
 

@@ -170,9 +170,9 @@ async def accept(hub: Hub, inbound: pipeline.InboundMessage) -> Receipt:
     try:
         validated = pipeline.validate(inbound, hub.mappings, hub.limits)
         message_type = validated.message_type
-        canonical = pipeline.to_canonical(validated, hub.mappings)
-        authorised = pipeline.authorise(canonical, hub.parties)
-        routed = pipeline.route(authorised, hub.parties, hub.mappings, _Lookup(hub))
+        authorised = pipeline.authorise(validated, hub.parties)
+        canonical = pipeline.to_canonical(authorised, hub.mappings)
+        routed = pipeline.route(canonical, hub.parties, hub.mappings, _Lookup(hub))
         receipt = await hub.store.write_async(
             pipeline.seal(routed, hub.signer, hub.person_key)
         )
