@@ -615,13 +615,22 @@ def _load_party(
         ).hexdigest()
         for name, table in _read_toml(codelist_path).items():
             codelists[name] = {str(k): str(v) for k, v in table.items()}
+    # The party's type codes: a table of their own, or one of its code lists.
+    type_values = dict(message_type.get("values", {}))
+    if "codelist" in message_type:
+        try:
+            type_values.update(codelists[message_type["codelist"]])
+        except KeyError:
+            raise ConfigurationError(
+                f"{path}: [message_type] names no code list {message_type['codelist']!r}"
+            ) from None
     party = PartyFormat(
         party=data["party"],
         schema=schema,
         format=data.get("format", "xml"),
         namespaces=namespaces,
         type_xpath=type_xpath,
-        type_values=dict(message_type.get("values", {})),
+        type_values=type_values,
         binding=binding,
     )
     return party, codelists, namespaces
