@@ -125,6 +125,21 @@ class SoapOperation:
             )
         return payload
 
+    def serialize_output(self, values: Mapping[str, Any]) -> bytes:
+        """A reply envelope carrying this operation's output, built by zeep from the WSDL.
+
+        For servers speaking this WSDL (the sandbox back offices); ``values`` are the output
+        element's children by name. Raises ``ConfigurationError`` for a one-way operation or
+        values the output element does not have.
+        """
+        if self.output_element is None:
+            raise ConfigurationError(f"{self.name} is one-way: it has no output")
+        try:
+            message = self._zeep.output.serialize(**values)
+        except (ZeepError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"cannot build the output of {self.name}: {exc}") from exc
+        return etree.tostring(message.content, encoding="UTF-8", xml_declaration=True)
+
 
 def _member(value: Any, name: str) -> Any:
     try:
