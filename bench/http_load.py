@@ -46,8 +46,12 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 async def client(
-    ctx: ssl.SSLContext, port: int, template: dict[str, object], stop_at: float,
-    latencies: list[float], statuses: dict[int, int],
+    ctx: ssl.SSLContext,
+    port: int,
+    template: dict[str, object],
+    stop_at: float,
+    latencies: list[float],
+    statuses: dict[int, int],
 ) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
@@ -61,7 +65,9 @@ async def client(
             request = (
                 b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
                 b"Content-Type: application/json\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\n\r\n" + body
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
             )
             started = time.perf_counter()
             writer.write(request)
@@ -79,17 +85,21 @@ async def client(
         writer.close()
 
 
-async def load(pki: Path, port: int, clients: int, seconds: float) -> tuple[int, list[float], dict[int, int]]:
+async def load(
+    pki: Path, port: int, clients: int, seconds: float
+) -> tuple[int, list[float], dict[int, int]]:
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     ctx.load_cert_chain(pki / "be-platform.pem", pki / "be-platform.key")
     template = json.loads(EXAMPLE.read_bytes())
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     stop_at = time.monotonic() + seconds
-    await asyncio.gather(*(
-        client(ctx, port, json.loads(json.dumps(template)), stop_at, latencies, statuses)
-        for _ in range(clients)
-    ))
+    await asyncio.gather(
+        *(
+            client(ctx, port, json.loads(json.dumps(template)), stop_at, latencies, statuses)
+            for _ in range(clients)
+        )
+    )
     return statuses.get(202, 0), latencies, statuses
 
 
@@ -103,9 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         env = {**os.environ, "GUICHET_DELIVERY_WORKERS": "0", "GUICHET_LOG_LEVEL": "warning"}
         hub = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data),
-             "--port", str(port)],
-            cwd=HOME, env=env, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(port),
+            ],
+            cwd=HOME,
+            env=env,
+            stdout=subprocess.DEVNULL,
         )
         try:
             wait_for_port(port, hub)
@@ -119,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             hub.wait(timeout=30)
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0.0
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies else 0.0
+    p99 = (
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies else 0.0
+    )
     print(f"{args.clients} clients, {elapsed:.1f} s, statuses {dict(sorted(statuses.items()))}")
     print(f"http_msgs_per_s={accepted / elapsed:.1f} p50_ms={p50:.2f} p99_ms={p99:.2f}")
     return 0 if accepted else 1

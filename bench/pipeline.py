@@ -62,7 +62,10 @@ class Lookup:
 
 
 def run_pipeline(
-    messages: list[bytes], mappings: MappingSet, config: HubConfig, store: SqliteStore,
+    messages: list[bytes],
+    mappings: MappingSet,
+    config: HubConfig,
+    store: SqliteStore,
     signer: HubSigner,
 ) -> float:
     lookup = Lookup()
@@ -98,20 +101,25 @@ def _to_dict(element: etree._Element) -> dict[str, Any] | str:
     return out
 
 
-def run_floor(
-    messages: list[bytes], mappings: MappingSet, db: Path, signer: HubSigner
-) -> float:
+def run_floor(messages: list[bytes], mappings: MappingSet, db: Path, signer: HubSigner) -> float:
     inbound_map = mappings.get("be-platform", "to-canonical", "application.submitted")
     outbound_map = mappings.get(RECEIVER, "from-canonical", "application.submitted")
-    sender_xsd = mappings.party("be-platform").schema.files[
-        "urn:be:guichet:party:be-platform:1"].lxml
+    sender_xsd = (
+        mappings.party("be-platform").schema.files["urn:be:guichet:party:be-platform:1"].lxml
+    )
     canonical_xsd = mappings.catalog["canonical"].files["urn:be:guichet:canonical:1"].lxml
     receiver_schema = mappings.party(RECEIVER).schema
     receiver_xsd = next(iter(receiver_schema.files.values())).lxml
     root_tag = inbound_map.source_root
-    params = {k: etree.XSLT.strparam(v) for k, v in
-              {"sender": "be-platform", "receiver": RECEIVER, "traceId": "t",
-               "receivedAt": "2026-11-27T10:00:00Z"}.items()}
+    params = {
+        k: etree.XSLT.strparam(v)
+        for k, v in {
+            "sender": "be-platform",
+            "receiver": RECEIVER,
+            "traceId": "t",
+            "receivedAt": "2026-11-27T10:00:00Z",
+        }.items()
+    }
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -140,8 +148,10 @@ def run_floor(
         signature = signer.sign(leaf_digest)
         message_id = value["header"]["messageId"]
         conn.execute("BEGIN")
-        conn.executemany("INSERT OR IGNORE INTO p VALUES (?, ?)",
-                         zip(digests, (body, canonical_bytes, out_bytes), strict=True))
+        conn.executemany(
+            "INSERT OR IGNORE INTO p VALUES (?, ?)",
+            zip(digests, (body, canonical_bytes, out_bytes), strict=True),
+        )
         conn.execute("INSERT INTO leaf VALUES (?, ?, ?, ?)", (index, leaf_digest, leaf, signature))
         conn.execute("INSERT INTO m VALUES (?, ?)", (message_id, index))
         conn.execute("INSERT INTO d (m, sha) VALUES (?, ?)", (message_id, digests[2]))
@@ -158,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = HubConfig.load(Settings(home=HOME))
     mappings = MappingSet.load(HOME)
-    print(f"message: {EXAMPLE.relative_to(HOME)} ({EXAMPLE.stat().st_size} bytes), "
-          f"be-platform → {RECEIVER}")
+    print(
+        f"message: {EXAMPLE.relative_to(HOME)} ({EXAMPLE.stat().st_size} bytes), "
+        f"be-platform → {RECEIVER}"
+    )
     with tempfile.TemporaryDirectory(prefix="guichet-bench-") as scratch:
         folder = Path(scratch)
         pki = init_dev_pki(folder / "pki", [])
@@ -171,14 +183,18 @@ def main(argv: list[str] | None = None) -> int:
                 # Alternate the two in each round so machine noise hits both alike.
                 rate_pipeline = run_pipeline(bodies(args.messages), mappings, config, store, signer)
                 rate_floor = run_floor(bodies(args.messages), mappings, folder / "floor.db", signer)
-                print(f"round {round_ + 1}: pipeline {rate_pipeline:8.1f} msg/s   "
-                      f"floor {rate_floor:8.1f} msg/s   ratio {rate_pipeline / rate_floor:.3f}")
+                print(
+                    f"round {round_ + 1}: pipeline {rate_pipeline:8.1f} msg/s   "
+                    f"floor {rate_floor:8.1f} msg/s   ratio {rate_pipeline / rate_floor:.3f}"
+                )
                 best_pipeline = max(best_pipeline, rate_pipeline)
                 best_floor = max(best_floor, rate_floor)
         finally:
             store.close()
-    print(f"pipeline_msgs_per_s={best_pipeline:.1f} floor_msgs_per_s={best_floor:.1f} "
-          f"ratio={best_pipeline / best_floor:.3f}")
+    print(
+        f"pipeline_msgs_per_s={best_pipeline:.1f} floor_msgs_per_s={best_floor:.1f} "
+        f"ratio={best_pipeline / best_floor:.3f}"
+    )
     return 0
 
 

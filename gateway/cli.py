@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -21,8 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
 
     demo = commands.add_parser("demo", help="run one complete case against the sandbox")
-    demo.add_argument("--data-dir", type=Path, default=None,
-                      help="keep the data here (default: a fresh temporary folder)")
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the data here (default: a fresh temporary folder)",
+    )
 
     certs = commands.add_parser("certs", help="development PKI")
     certs_cmd = certs.add_subparsers(dest="certs_command", required=True)
@@ -62,10 +67,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if run_demo(args.data_dir, sys.stdout).ok else 1
     if args.command == "serve":
         from gateway.config import HubConfig
-        from gateway.testing import ensure_pki
         from gateway.hub import Hub, configure_logging
         from gateway.service.app import create_app
         from gateway.service.server import serve_forever
+        from gateway.testing import ensure_pki
 
         config = HubConfig.load(_settings(args.data_dir, host=args.host, port=args.port))
         configure_logging(config.settings.log_level)
@@ -84,8 +89,10 @@ def _run(args: argparse.Namespace) -> int:
         config = HubConfig.load(_settings(None))
         parties = config.parties.identities()
         pki = init_dev_pki(args.dir, parties, force=args.force)
-        print(f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties,"
-              " operator and auditor roles); private keys are mode 0600, never commit them")
+        print(
+            f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties,"
+            " operator and auditor roles); private keys are mode 0600, never commit them"
+        )
         return 0
     if args.command == "sandbox":
         return _sandbox(args)
@@ -111,8 +118,10 @@ def _run(args: argparse.Namespace) -> int:
             store.close()
         for problem in report.problems:
             print(problem, file=sys.stderr)
-        print(f"{report.leaves} leaves, {report.checkpoints} checkpoints, root {report.root}: "
-              f"{'OK' if report.ok else 'FAILED'}")
+        print(
+            f"{report.leaves} leaves, {report.checkpoints} checkpoints, root {report.root}: "
+            f"{'OK' if report.ok else 'FAILED'}"
+        )
         return 0 if report.ok else 1
     return 2
 
@@ -130,15 +139,18 @@ def _sandbox(args: argparse.Namespace) -> int:
     mappings = MappingSet.load(config.home)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Sandbox(mappings, DevPki.at(args.pki), list(config.parties.parties),
-                 config.home / "examples", hub_url=args.hub_url,
-                 respond=not args.no_respond) as sandbox:
+    with Sandbox(
+        mappings,
+        DevPki.at(args.pki),
+        list(config.parties.parties),
+        config.home / "examples",
+        hub_url=args.hub_url,
+        respond=not args.no_respond,
+    ) as sandbox:
         for party, url in sandbox.endpoints.items():
             print(f"{party:<12} {url}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -75,7 +75,8 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
     started = time.monotonic()
     with running.client("be-platform") as client:
         response = client.post(
-            "/v1/messages", content=example.read_bytes(),
+            "/v1/messages",
+            content=example.read_bytes(),
             headers={"Content-Type": "application/json"},
         )
     if response.status_code != 202:
@@ -108,7 +109,9 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
             f"(mapping {record['canonical']['mapping']['file']})\n"
             f"    sealed as leaf #{row.leaf_index} (hash {leaf.leaf_hash.hex()[:16]}…, signed)\n"
         )
-        for out_record, delivery in zip(record["outbound"], hub.store.deliveries(row.id), strict=True):
+        for out_record, delivery in zip(
+            record["outbound"], hub.store.deliveries(row.id), strict=True
+        ):
             deliveries += 1
             delivered += delivery.state == "delivered"
             out.write(

@@ -53,6 +53,11 @@ def _birth_date(number: str) -> date | None:
     return born if isinstance(born, date) else None
 
 
+def _elements(xpath: etree.XPath, message: etree._Element) -> list[etree._Element]:
+    found = xpath(message)
+    return [e for e in found if isinstance(e, etree._Element)] if isinstance(found, list) else []
+
+
 def _path(element: etree._Element) -> str:
     return str(element.getroottree().getpath(element))
 
@@ -71,7 +76,7 @@ _PAIR_XPATHS = tuple(
 
 
 def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
-    for element in _INSZ(message):  # type: ignore[union-attr]
+    for element in _elements(_INSZ, message):
         number = element.text or ""
         if not is_valid_insz(number):
             yield DomainCheckError(
@@ -88,14 +93,14 @@ def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
                 code="domain.insz-birthdate",
                 path=_path(element),
             )
-    for element in _KBO(message):  # type: ignore[union-attr]
+    for element in _elements(_KBO, message):
         if not is_valid_enterprise_number(element.text or ""):
             yield DomainCheckError(
                 f"enterprise number {element.text} fails its check digits",
                 code="domain.kbo-check-digit",
                 path=_path(element),
             )
-    for element in _UNIT(message):  # type: ignore[union-attr]
+    for element in _elements(_UNIT, message):
         if not is_valid_establishment_unit(element.text or ""):
             yield DomainCheckError(
                 f"establishment unit number {element.text} fails its check digits",
@@ -103,7 +108,7 @@ def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
                 path=_path(element),
             )
     for xpath, second_tag, first, second in _PAIR_XPATHS:
-        for element in xpath(message):  # type: ignore[union-attr]
+        for element in _elements(xpath, message):
             later = element.getparent().find(second_tag)  # type: ignore[union-attr]
             if later is not None and (later.text or "") < (element.text or ""):
                 yield DomainCheckError(

@@ -171,7 +171,9 @@ PROBLEMS: dict[str, Problem] = {
     "json.too-deep": Problem(400, "JSON nested too deeply", "Client"),
     "soap.malformed": Problem(400, "Not a SOAP 1.1 envelope", "Client"),
     "schema.invalid": Problem(422, "Message invalid against its schema", "Client"),
-    "schema.wrong-namespace": Problem(422, "Message root element not of the party's schema", "Client"),
+    "schema.wrong-namespace": Problem(
+        422, "Message root element not of the party's schema", "Client"
+    ),
     "message.unknown-type": Problem(422, "Unknown message type", "Client"),
     "message.invalid": Problem(422, "Invalid message", "Client"),
     "message.duplicate-id": Problem(409, "Message id already used with other content", "Client"),
@@ -186,7 +188,9 @@ PROBLEMS: dict[str, Problem] = {
     "domain.unit-check-digit": Problem(422, "Invalid establishment unit number", "Client"),
     "domain.date-order": Problem(422, "Dates in the wrong order", "Client"),
     "routing.no-receiver": Problem(422, "No receiver for this message", "Client"),
-    "routing.destination-mismatch": Problem(422, "Destination is not the competent party", "Client"),
+    "routing.destination-mismatch": Problem(
+        422, "Destination is not the competent party", "Client"
+    ),
     "routing.unknown-case": Problem(422, "Unknown case", "Client"),
     "routing.no-region": Problem(422, "No competent region for this address", "Client"),
     "config.invalid": Problem(500, "Configuration error", "Server"),

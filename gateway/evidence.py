@@ -82,6 +82,19 @@ class Receipt:
     signature: str  # base64 DER ECDSA
     receivers: tuple[str, ...]
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Receipt:
+        return cls(
+            message_id=str(data["messageId"]),
+            status=str(data["status"]),
+            leaf_index=int(data["leafIndex"]),
+            leaf_hash=str(data["leafHash"]),
+            time=str(data["time"]),
+            key_id=str(data["keyId"]),
+            signature=str(data["signature"]),
+            receivers=tuple(str(r) for r in data["receivers"]),
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "messageId": self.message_id,

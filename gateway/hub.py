@@ -63,17 +63,22 @@ class Metrics:
 
     def __post_init__(self) -> None:
         self.messages = Counter(
-            "guichet_messages", "Messages received, by sender, type and outcome",
-            ["sender", "type", "outcome"], registry=self.registry,
+            "guichet_messages",
+            "Messages received, by sender, type and outcome",
+            ["sender", "type", "outcome"],
+            registry=self.registry,
         )
         self.pipeline_seconds = Histogram(
-            "guichet_pipeline_seconds", "Time from receipt to sealed, accepted messages",
+            "guichet_pipeline_seconds",
+            "Time from receipt to sealed, accepted messages",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self.deliveries = Counter(
-            "guichet_deliveries", "Delivery outcomes, by receiver and state",
-            ["receiver", "state"], registry=self.registry,
+            "guichet_deliveries",
+            "Delivery outcomes, by receiver and state",
+            ["receiver", "state"],
+            registry=self.registry,
         )
 
 
@@ -119,7 +124,11 @@ class Hub:
 
     @classmethod
     def open(
-        cls, config: HubConfig, *, endpoints: Mapping[str, str] | None = None, pki: DevPki | None = None
+        cls,
+        config: HubConfig,
+        *,
+        endpoints: Mapping[str, str] | None = None,
+        pki: DevPki | None = None,
     ) -> Hub:
         """Load and check everything; the hub refuses to start on any configuration error."""
         parties = config.parties.with_endpoints(endpoints or {})
@@ -144,8 +153,9 @@ class Hub:
             )
             for party in parties.parties.values()
         }
-        hub = cls(config, parties, mappings, store, signer, _person_key(config.data_dir), tls,
-                  adapters)
+        hub = cls(
+            config, parties, mappings, store, signer, _person_key(config.data_dir), tls, adapters
+        )
         hub.record_configuration()
         return hub
 
@@ -193,12 +203,16 @@ class Hub:
         root = evidence.merkle_root([leaf.leaf_hash for leaf in leaves]).hex()
         now = iso(utc_now())
         statement = evidence.checkpoint_statement(len(leaves), root, now, self.signer.key_id)
-        checkpoint = Checkpoint(len(leaves), root, now, self.signer.key_id,
-                                self.signer.sign(statement))
+        checkpoint = Checkpoint(
+            len(leaves), root, now, self.signer.key_id, self.signer.sign(statement)
+        )
         self.store.write(
             lambda unit: unit.add_checkpoint(
-                checkpoint.tree_size, checkpoint.root_hash, checkpoint.time,
-                checkpoint.key_id, checkpoint.signature,
+                checkpoint.tree_size,
+                checkpoint.root_hash,
+                checkpoint.time,
+                checkpoint.key_id,
+                checkpoint.signature,
             )
         )
         return checkpoint

@@ -3,8 +3,8 @@
 The binding is derived once, at load, from the xmlschema components of the party's XSD: for every
 element its JSON key (the local name), whether it repeats (a JSON array) and the JSON kind of its
 value. At run time a body becomes its XML form in one walk, the XML form is validated by libxml2
-against the same XSD, and an outbound XML form becomes JSON by the reverse walk. A validation error's
-XML path is given back as a JSON Pointer (RFC 6901) into the body the sender wrote.
+against the same XSD, and an outbound XML form becomes JSON by the reverse walk. A validation
+error's XML path is given back as a JSON Pointer (RFC 6901) into the body the sender wrote.
 """
 
 from __future__ import annotations
@@ -25,9 +25,20 @@ _XS = "{http://www.w3.org/2001/XMLSchema}"
 _INTEGER_TYPES = {
     f"{_XS}{n}"
     for n in (
-        "integer nonNegativeInteger positiveInteger nonPositiveInteger negativeInteger"
-        " long int short byte unsignedLong unsignedInt unsignedShort unsignedByte"
-    ).split()
+        "integer",
+        "nonNegativeInteger",
+        "positiveInteger",
+        "nonPositiveInteger",
+        "negativeInteger",
+        "long",
+        "int",
+        "short",
+        "byte",
+        "unsignedLong",
+        "unsignedInt",
+        "unsignedShort",
+        "unsignedByte",
+    )
 }
 _NUMBER_TYPES = {f"{_XS}decimal", f"{_XS}float", f"{_XS}double"}
 
@@ -114,9 +125,7 @@ class JsonBinding:
             where = f"{pointer}/{_escape(key)}"
             if child.many:
                 if not isinstance(item, list):
-                    raise ParseError(
-                        f"{key} must be an array", code="json.wrong-kind", path=where
-                    )
+                    raise ParseError(f"{key} must be an array", code="json.wrong-kind", path=where)
                 for index, entry in enumerate(item):
                     self._emit(element, child, entry, f"{where}/{index}", depth)
             else:
@@ -135,15 +144,21 @@ class JsonBinding:
             self._fill(sub, node, value, pointer, depth + 1)
         elif kind == "string":
             if not isinstance(value, str):
-                raise ParseError(f"{node.key} must be a string", code="json.wrong-kind", path=pointer)
+                raise ParseError(
+                    f"{node.key} must be a string", code="json.wrong-kind", path=pointer
+                )
             sub.text = value
         elif kind == "boolean":
             if not isinstance(value, bool):
-                raise ParseError(f"{node.key} must be true or false", code="json.wrong-kind", path=pointer)
+                raise ParseError(
+                    f"{node.key} must be true or false", code="json.wrong-kind", path=pointer
+                )
             sub.text = "true" if value else "false"
         else:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ParseError(f"{node.key} must be a number", code="json.wrong-kind", path=pointer)
+                raise ParseError(
+                    f"{node.key} must be a number", code="json.wrong-kind", path=pointer
+                )
             sub.text = repr(value) if isinstance(value, float) else str(value)
 
     # -- XML → JSON ---------------------------------------------------------------------------
@@ -175,7 +190,11 @@ class JsonBinding:
             return int(text)
         if kind == "number":
             number = float(text)
-            return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+            return (
+                int(number)
+                if number.is_integer() and "." not in text and "e" not in text.lower()
+                else number
+            )
         return text
 
     # -- error places ---------------------------------------------------------------------------

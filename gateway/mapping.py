@@ -173,7 +173,7 @@ class CompiledMapping:
             )
         quoted = {k: etree.XSLT.strparam(v) for k, v in params.items()}
         try:
-            result = self.xslt(source, **quoted)
+            result = self.xslt(source, **quoted)  # type: ignore[arg-type]
         except etree.XSLTApplyError as exc:
             raise _mapping_error(self, exc) from exc
         root = result.getroot()
@@ -183,7 +183,7 @@ class CompiledMapping:
 
 
 def _mapping_error(mapping: CompiledMapping, exc: etree.XSLTApplyError) -> MappingError:
-    for entry in mapping.xslt.error_log:
+    for entry in mapping.xslt.error_log:  # type: ignore[attr-defined]
         if entry.message.startswith(_UNMAPPED):
             _, codelist, path, value = entry.message.split("|", 3)
             return MappingError(
@@ -284,8 +284,10 @@ class _Compiler:
             return
         for attribute in xsd_type.attributes.values():
             if attribute.use == "required" and f"@{attribute.local_name}" not in produced:
-                self.errors.append(f"{origin}: required attribute @{attribute.local_name} "
-                                   f"of {decl.name} is not produced")
+                self.errors.append(
+                    f"{origin}: required attribute @{attribute.local_name} "
+                    f"of {decl.name} is not produced"
+                )
         for missing in _missing(xsd_type.content, produced):
             self.errors.append(f"{origin}: {decl.name} requires {missing}, no rule produces it")
 
@@ -325,7 +327,8 @@ class _Compiler:
                     and not set(source_enum) <= set(target_enum)
                 ):
                     self.errors.append(
-                        f"{rule.origin}: source values {sorted(set(source_enum) - set(target_enum))}"
+                        f"{rule.origin}: source values"
+                        f" {sorted(set(source_enum) - set(target_enum))}"
                         " are not target values: a codelist is needed"
                     )
                 continue
@@ -366,7 +369,7 @@ class _Compiler:
     # XSLT --------------------------------------------------------------------------------------
     def xslt(self, root: _Target, source_root: str) -> bytes:
         prefixes = " ".join(
-            f'xmlns:{p}={quoteattr(uri)}' for p, uri in sorted(self.namespaces.items())
+            f"xmlns:{p}={quoteattr(uri)}" for p, uri in sorted(self.namespaces.items())
         )
         params = "".join(f'<xsl:param name="{p}"/>' for p in PARAMS)
         body = self.emit(root, top=True)
@@ -430,10 +433,11 @@ class _Compiler:
     def guarded(self, rule: _Rule, content: str) -> str:
         if rule.value is not None or all(s.startswith("$") for s in rule.sources):
             return content
-        return f"<xsl:if test={quoteattr(self.expression(rule) + ' != ' + chr(39) * 2)}>{content}</xsl:if>"
+        test = quoteattr(f"{self.expression(rule)} != ''")
+        return f"<xsl:if test={test}>{content}</xsl:if>"
 
     def expression(self, rule: _Rule) -> str:
-        parts = [s if not s.startswith("$") else s for s in rule.sources]
+        parts = list(rule.sources)
         if len(parts) == 1:
             return f"string({parts[0]})"
         return "normalize-space(concat(" + ", ' ', ".join(parts) + "))"
@@ -455,8 +459,8 @@ class _Compiler:
         where = escape("/".join(rule.to))
         return (
             f"<xsl:variable name={quoteattr(var)} select={quoteattr(expression)}/>"
-            f"<xsl:choose>{whens}<xsl:otherwise><xsl:message terminate=\"yes\">"
-            f"{_UNMAPPED}|{escape(rule.codelist or '')}|{where}|<xsl:value-of select=\"${var}\"/>"
+            f'<xsl:choose>{whens}<xsl:otherwise><xsl:message terminate="yes">'
+            f'{_UNMAPPED}|{escape(rule.codelist or "")}|{where}|<xsl:value-of select="${var}"/>'
             "</xsl:message></xsl:otherwise></xsl:choose>"
         )
 
@@ -553,7 +557,7 @@ class MappingSet:
                         continue
                     try:
                         compiled = _compile_file(
-                            path, party, catalog, namespaces, codelists, direction  # type: ignore[arg-type]
+                            path, party, catalog, namespaces, codelists, direction
                         )
                     except ConfigurationError as exc:
                         errors.append(str(exc))
@@ -653,9 +657,13 @@ def _compile_file(
         digest.update(included.read_bytes())
     rules.extend(_parse_rules(data.get("map", []), str(path)))
     canonical = catalog[CANONICAL_SCHEMA]
-    source, target = (party.schema, canonical) if direction == "to-canonical" else (
-        canonical,
-        party.schema,
+    source, target = (
+        (party.schema, canonical)
+        if direction == "to-canonical"
+        else (
+            canonical,
+            party.schema,
+        )
     )
     compiler = _Compiler(path, source, target, namespaces, codelists, direction)
     source_root = compiler.clark(data.get("source_root", ""))
@@ -676,7 +684,7 @@ def _compile_file(
         raise ConfigurationError("\n  ".join(compiler.errors))
     stylesheet = compiler.xslt(root, data["source_root"])
     try:
-        xslt = etree.XSLT(etree.fromstring(stylesheet))  # noqa: S320 - generated by us
+        xslt = etree.XSLT(etree.fromstring(stylesheet))
     except (etree.XSLTParseError, etree.XMLSyntaxError) as exc:
         raise ConfigurationError(f"{path}: compiled stylesheet rejected: {exc}") from exc
     return CompiledMapping(
@@ -705,8 +713,14 @@ GOLDEN_PARAMS = {
 
 def golden_pairs(mapping: CompiledMapping) -> tuple[Path, Path] | None:
     stem = mapping.path.parent / mapping.message_type
-    inputs = [p for p in (stem.with_name(f"{stem.name}.input.{e}") for e in ("xml", "json")) if p.exists()]
-    expected = [p for p in (stem.with_name(f"{stem.name}.expected.{e}") for e in ("xml", "json")) if p.exists()]
+    inputs = [
+        p for p in (stem.with_name(f"{stem.name}.input.{e}") for e in ("xml", "json")) if p.exists()
+    ]
+    expected = [
+        p
+        for p in (stem.with_name(f"{stem.name}.expected.{e}") for e in ("xml", "json"))
+        if p.exists()
+    ]
     if len(inputs) != 1 or len(expected) != 1:
         return None
     return inputs[0], expected[0]
@@ -736,21 +750,23 @@ def check_golden(mappings: MappingSet, mapping: CompiledMapping) -> list[str]:
     if inbound or party.binding is None:
         expected_xml = parse_xml(expected_path.read_bytes())
         if _normalised(expected_xml) != _normalised(produced):
-            return [f"{mapping.path}: output differs from {expected_path.name}:\n"
-                    f"{_normalised(produced).decode()}"]
+            return [
+                f"{mapping.path}: output differs from {expected_path.name}:\n"
+                f"{_normalised(produced).decode()}"
+            ]
         return []
     # JSON outputs are compared as parsed values (5400 and 5400.00 are the same number).
     actual_json = party.binding.to_json(produced)
     if json.loads(expected_path.read_bytes()) != actual_json:
-        return [f"{mapping.path}: output differs from {expected_path.name}:\n"
-                f"{json.dumps(actual_json, ensure_ascii=False)}"]
+        return [
+            f"{mapping.path}: output differs from {expected_path.name}:\n"
+            f"{json.dumps(actual_json, ensure_ascii=False)}"
+        ]
     return []
 
 
 def _normalised(element: etree._Element) -> bytes:
-    copy = etree.fromstring(  # noqa: S320 - our own serialisation
-        etree.tostring(element), etree.XMLParser(remove_blank_text=True)
-    )
+    copy = etree.fromstring(etree.tostring(element), etree.XMLParser(remove_blank_text=True))
     return etree.tostring(copy, method="c14n")
 
 
@@ -769,7 +785,10 @@ def main(argv: list[str]) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         failures += bool(problems)
-        print(f"{'FAIL' if problems else 'ok  '} {mapping.party} {mapping.direction} {mapping.message_type}")
+        print(
+            f"{'FAIL' if problems else 'ok  '} {mapping.party} {mapping.direction}"
+            f" {mapping.message_type}"
+        )
     return 1 if failures else 0
 
 

@@ -1,4 +1,5 @@
-"""The outbox worker: claims due deliveries, hands them to the receiver's adapter, seals the outcome.
+"""The outbox worker: claims due deliveries, hands them to the receiver's adapter, seals
+the outcome.
 
 At least once: a row is claimed under a lease; a worker that dies leaves the lease to expire and
 the row is claimed again. Retryable failures back off exponentially up to ``max_attempts``; a

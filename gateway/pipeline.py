@@ -14,6 +14,7 @@ Everything here but :func:`seal` is pure: the store is reached through the narro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -141,7 +142,8 @@ def validate(
         expected = _JSON_TYPES if party.format == "json" else _XML_TYPES
         if media not in expected:
             raise UnsupportedMediaTypeError(
-                f"{inbound.sender} sends {party.format.upper()} ({expected[0]}), not {media or 'none'}"
+                f"{inbound.sender} sends {party.format.upper()} ({expected[0]}),"
+                f" not {media or 'none'}"
             )
         element = party.read(inbound.body, limits)
     try:
@@ -203,7 +205,9 @@ def authorise(validated: ValidatedMessage, parties: PartyRegistry) -> Authorised
 _POSTCODE = f"{_C}applicationSubmitted/{_C}employer/{_C}establishmentUnit/{_C}address/{_C}postcode"
 
 
-def _competent_region(canonical: CanonicalMessage, parties: PartyRegistry, cases: CaseLookup) -> str:
+def _competent_region(
+    canonical: CanonicalMessage, parties: PartyRegistry, cases: CaseLookup
+) -> str:
     if canonical.message_type == "application.submitted":
         postcode = _text(canonical.element, _POSTCODE) or ""
         region = domain.region_of_postcode(postcode)
@@ -222,7 +226,10 @@ def _competent_region(canonical: CanonicalMessage, parties: PartyRegistry, cases
 
 
 def _targets(
-    rule: Route, canonical: CanonicalMessage, parties: PartyRegistry, cases: CaseLookup,
+    rule: Route,
+    canonical: CanonicalMessage,
+    parties: PartyRegistry,
+    cases: CaseLookup,
     region: Callable[[], str],
 ) -> list[str]:
     found: list[str] = []
@@ -304,7 +311,11 @@ def _map_out(canonical: CanonicalMessage, receiver: str, mappings: MappingSet) -
     schema_file = party.schema.validate(element)
     content_type = "application/json" if party.format == "json" else "text/xml; charset=utf-8"
     return Outgoing(
-        receiver, party.write(element), content_type, mapping, party.schema.schema_id,
+        receiver,
+        party.write(element),
+        content_type,
+        mapping,
+        party.schema.schema_id,
         schema_file.sha256,
     )
 
@@ -315,8 +326,10 @@ _INSZ = f".//{_C}insz"
 
 
 def _mapping_ref(mapping: CompiledMapping) -> dict[str, str]:
-    return {"file": f"{mapping.party}/{mapping.direction}/{mapping.path.name}",
-            "sha256": mapping.sha256}
+    return {
+        "file": f"{mapping.party}/{mapping.direction}/{mapping.path.name}",
+        "sha256": mapping.sha256,
+    }
 
 
 def exchange_record(
@@ -334,13 +347,15 @@ def exchange_record(
     for out in routed.outgoing:
         sha = evidence.digest(out.body)
         payloads[sha] = out.body
-        outbound.append({
-            "receiver": out.receiver,
-            "sha256": sha,
-            "contentType": out.content_type,
-            "schema": {"id": out.schema_id, "sha256": out.schema_sha256},
-            "mapping": _mapping_ref(out.mapping),
-        })
+        outbound.append(
+            {
+                "receiver": out.receiver,
+                "sha256": sha,
+                "contentType": out.content_type,
+                "schema": {"id": out.schema_id, "sha256": out.schema_sha256},
+                "mapping": _mapping_ref(out.mapping),
+            }
+        )
     insz = canonical.element.findtext(_INSZ)
     record = evidence.record(
         "exchange.accepted",
@@ -400,8 +415,8 @@ def seal(
         existing = unit.message(canonical.message_id)
         if existing is not None:
             if existing.body_sha256 == body_sha and existing.sender == inbound.sender:
-                original = json.loads(existing.receipt)
-                return Receipt(**{**_receipt_fields(original), "status": "duplicate"})
+                original = Receipt.from_json(json.loads(existing.receipt))
+                return dataclasses.replace(original, status="duplicate")
             raise DuplicateMessageError(
                 f"message id {canonical.message_id} was already used with other content",
                 path="envelope/id",
@@ -435,29 +450,21 @@ def seal(
         )
         for out in routed.outgoing:
             unit.add_delivery(
-                canonical.message_id, out.receiver, evidence.digest(out.body), out.content_type,
+                canonical.message_id,
+                out.receiver,
+                evidence.digest(out.body),
+                out.content_type,
                 inbound.received_at,
             )
         unit.touch_case(
-            canonical.subject, [inbound.sender, *routed.receivers], routed.competent_region,
+            canonical.subject,
+            [inbound.sender, *routed.receivers],
+            routed.competent_region,
             inbound.received_at,
         )
         return receipt
 
     return work
-
-
-def _receipt_fields(data: Mapping[str, object]) -> dict[str, object]:
-    return {
-        "message_id": data["messageId"],
-        "status": data["status"],
-        "leaf_index": data["leafIndex"],
-        "leaf_hash": data["leafHash"],
-        "time": data["time"],
-        "key_id": data["keyId"],
-        "signature": data["signature"],
-        "receivers": tuple(data["receivers"]),  # type: ignore[call-overload]
-    }
 
 
 def rejection_record(

@@ -143,8 +143,12 @@ def soap_fault(error: GatewayError, trace_id: str) -> Response:
         "</soap:Fault></soap:Body></soap:Envelope>"
     )
     # SOAP 1.1 carries every fault with HTTP 500.
-    return Response(envelope, status_code=500, media_type="text/xml; charset=utf-8",
-                    headers={TRACE_HEADER: trace_id})
+    return Response(
+        envelope,
+        status_code=500,
+        media_type="text/xml; charset=utf-8",
+        headers={TRACE_HEADER: trace_id},
+    )
 
 
 def _receipt_xml(receipt: Receipt) -> bytes:
@@ -173,15 +177,23 @@ async def accept(hub: Hub, inbound: pipeline.InboundMessage) -> Receipt:
         authorised = pipeline.authorise(validated, hub.parties)
         canonical = pipeline.to_canonical(authorised, hub.mappings)
         routed = pipeline.route(canonical, hub.parties, hub.mappings, _Lookup(hub))
-        receipt = await hub.store.write_async(
-            pipeline.seal(routed, hub.signer, hub.person_key)
-        )
+        receipt = await hub.store.write_async(pipeline.seal(routed, hub.signer, hub.person_key))
     except InboundError as error:
         hub.metrics.messages.labels(inbound.sender, message_type, error.code).inc()
-        log.info("message.rejected", sender=inbound.sender, type=message_type, code=error.code,
-                 path=error.path, schema_id=error.schema_id)
+        log.info(
+            "message.rejected",
+            sender=inbound.sender,
+            type=message_type,
+            code=error.code,
+            path=error.path,
+            schema_id=error.schema_id,
+        )
         record = pipeline.rejection_record(
-            inbound.sender, inbound.body, inbound.trace_id, inbound.received_at, error.code,
+            inbound.sender,
+            inbound.body,
+            inbound.trace_id,
+            inbound.received_at,
+            error.code,
             error.path,
         )
         await hub.store.write_async(
@@ -191,9 +203,15 @@ async def accept(hub: Hub, inbound: pipeline.InboundMessage) -> Receipt:
     hub.outbox.wake()
     hub.metrics.messages.labels(inbound.sender, message_type, receipt.status).inc()
     hub.metrics.pipeline_seconds.observe(time.perf_counter() - started)
-    log.info("message.accepted", sender=inbound.sender, type=message_type,
-             message_id=receipt.message_id, leaf_index=receipt.leaf_index,
-             receivers=list(receipt.receivers), status=receipt.status)
+    log.info(
+        "message.accepted",
+        sender=inbound.sender,
+        type=message_type,
+        message_id=receipt.message_id,
+        leaf_index=receipt.leaf_index,
+        receivers=list(receipt.receivers),
+        status=receipt.status,
+    )
     return receipt
 
 
@@ -248,7 +266,9 @@ def create_app(hub: Hub) -> FastAPI:
             received_at=iso(utc_now()),
         )
         receipt = await accept(hub, inbound)
-        return JSONResponse(receipt.as_json(), status_code=202 if receipt.status == "accepted" else 200)
+        return JSONResponse(
+            receipt.as_json(), status_code=202 if receipt.status == "accepted" else 200
+        )
 
     @app.post("/soap/v1", response_model=None)
     async def post_soap(request: Request) -> Response:
@@ -281,8 +301,9 @@ def create_app(hub: Hub) -> FastAPI:
         wsdl = (folder / party.hub_wsdl).read_text()
         base = str(request.url.replace(query=None))
         wsdl = re.sub(r'(<soap:address\s+location=")[^"]*(")', rf"\g<1>{base}\g<2>", wsdl)
-        wsdl = re.sub(r'schemaLocation="([^"]+)"', lambda m: f'schemaLocation="{base}?xsd={m[1]}"',
-                      wsdl)
+        wsdl = re.sub(
+            r'schemaLocation="([^"]+)"', lambda m: f'schemaLocation="{base}?xsd={m[1]}"', wsdl
+        )
         return Response(wsdl, media_type="text/xml; charset=utf-8")
 
     @app.get("/v1/messages/{message_id}")
@@ -327,10 +348,16 @@ def create_app(hub: Hub) -> FastAPI:
         try:
             hub.store.ping()
         except Exception as exc:  # noqa: BLE001 - any store failure means not ready
-            return JSONResponse({"status": "unavailable", "store": type(exc).__name__},
-                                status_code=503)
-        return JSONResponse({"status": "ready", "parties": len(hub.parties.parties),
-                             "mappings": len(hub.mappings.mappings)})
+            return JSONResponse(
+                {"status": "unavailable", "store": type(exc).__name__}, status_code=503
+            )
+        return JSONResponse(
+            {
+                "status": "ready",
+                "parties": len(hub.parties.parties),
+                "mappings": len(hub.mappings.mappings),
+            }
+        )
 
     @app.get("/metrics", response_model=None)
     async def metrics(request: Request) -> Response:

@@ -25,12 +25,11 @@ _MAX_BATCH = 256
 def migrations() -> list[tuple[int, str]]:
     """The one migration history: (version, SQL script), in order."""
     folder = resources.files("gateway.store") / "migrations"
-    scripts = sorted(
+    return sorted(
         (int(entry.name.split("_", 1)[0]), entry.read_text())
         for entry in folder.iterdir()
         if entry.name.endswith(".sql")
     )
-    return scripts
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -56,8 +55,14 @@ class _SqliteUnit:
         self.conn.execute(
             "INSERT INTO evidence (leaf_index, leaf_hash, record, signed_at, key_id, signature)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (leaf.leaf_index, leaf.leaf_hash, leaf.record, leaf.signed_at, leaf.key_id,
-             leaf.signature),
+            (
+                leaf.leaf_index,
+                leaf.leaf_hash,
+                leaf.record,
+                leaf.signed_at,
+                leaf.key_id,
+                leaf.signature,
+            ),
         )
 
     def message(self, message_id: str) -> MessageRow | None:
@@ -67,8 +72,18 @@ class _SqliteUnit:
         self.conn.execute(
             "INSERT INTO messages (id, sender, type, subject, trace_id, correlation_id,"
             " received_at, body_sha256, leaf_index, receipt) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (row.id, row.sender, row.type, row.subject, row.trace_id, row.correlation_id,
-             row.received_at, row.body_sha256, row.leaf_index, row.receipt),
+            (
+                row.id,
+                row.sender,
+                row.type,
+                row.subject,
+                row.trace_id,
+                row.correlation_id,
+                row.received_at,
+                row.body_sha256,
+                row.leaf_index,
+                row.receipt,
+            ),
         )
 
     def put_payload(self, sha256: str, content: bytes) -> None:
@@ -88,14 +103,7 @@ class _SqliteUnit:
 
     def claim_deliveries(self, now: str, lease_until: str, limit: int) -> list[DeliveryRow]:
         # Due rows, and rows whose lease ran out (a worker died holding them).
-        rows = self.conn.execute(
-            "UPDATE deliveries SET state = 'delivering', lease_until = ?, attempts = attempts + 1"
-            " WHERE id IN (SELECT id FROM deliveries WHERE"
-            " (state IN ('pending', 'retrying') AND next_attempt_at <= ?)"
-            " OR (state = 'delivering' AND lease_until < ?) ORDER BY id LIMIT ?)"
-            " RETURNING " + _DELIVERY_COLUMNS,
-            (lease_until, now, now, limit),
-        ).fetchall()
+        rows = self.conn.execute(_CLAIM, (lease_until, now, now, limit)).fetchall()
         return sorted((_delivery(r) for r in rows), key=lambda d: d.id)
 
     def finish_delivery(
@@ -134,8 +142,7 @@ class _SqliteUnit:
 
     def put_artefact(self, sha256: str, path: str, content: bytes) -> None:
         self.conn.execute(
-            "INSERT INTO artefacts (sha256, path, content) VALUES (?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
+            "INSERT INTO artefacts (sha256, path, content) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (sha256, path, content),
         )
 
@@ -152,6 +159,16 @@ class _SqliteUnit:
 _DELIVERY_COLUMNS = (
     "id, message_id, receiver, state, payload_sha256, content_type, attempts,"
     " next_attempt_at, last_status, last_error, delivered_at"
+)
+
+
+# Due rows, and rows whose lease ran out (a worker died holding them), oldest first.
+_CLAIM = (
+    "UPDATE deliveries SET state = 'delivering', lease_until = ?, attempts = attempts + 1"  # noqa: S608
+    " WHERE id IN (SELECT id FROM deliveries WHERE"
+    " (state IN ('pending', 'retrying') AND next_attempt_at <= ?)"
+    " OR (state = 'delivering' AND lease_until < ?) ORDER BY id LIMIT ?)"
+    f" RETURNING {_DELIVERY_COLUMNS}"
 )
 
 
@@ -199,7 +216,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in (s.strip() for s in script.split(";")):
-                    if statement and not statement.startswith("--") or "\n" in statement:
+                    if statement:
                         conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, datetime('now'))", (version,)
@@ -294,21 +311,26 @@ class SqliteStore:
 
     def deliveries(self, message_id: str) -> list[DeliveryRow]:
         rows = self._reader().execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ? ORDER BY id",  # noqa: S608
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constant column list
+            " WHERE message_id = ? ORDER BY id",
             (message_id,),
         )
         return [_delivery(r) for r in rows]
 
     def payload(self, sha256: str) -> bytes | None:
-        row = self._reader().execute(
-            "SELECT content FROM payloads WHERE sha256 = ?", (sha256,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT content FROM payloads WHERE sha256 = ?", (sha256,))
+            .fetchone()
+        )
         return bytes(row[0]) if row else None
 
     def case(self, subject: str) -> tuple[str | None, list[str]] | None:
-        row = self._reader().execute(
-            "SELECT competent_region, parties FROM cases WHERE subject = ?", (subject,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT competent_region, parties FROM cases WHERE subject = ?", (subject,))
+            .fetchone()
+        )
         return (row[0], json.loads(row[1])) if row else None
 
     def leaves(self, start: int = 0, end: int | None = None) -> list[LeafRow]:

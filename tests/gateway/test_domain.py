@@ -49,10 +49,21 @@ def test_establishment_unit_numbers_start_with_2_to_8() -> None:
 
 @pytest.mark.parametrize(
     ("postcode", "region"),
-    [("1000", "brussels"), ("1210", "brussels"), ("1300", "wallonia"), ("1500", "flanders"),
-     ("3999", "flanders"), ("4000", "wallonia"), ("4700", "german-speaking"),
-     ("4780", "german-speaking"), ("4760", "german-speaking"), ("4800", "wallonia"),
-     ("9000", "flanders"), ("8400", "flanders"), ("7000", "wallonia")],
+    [
+        ("1000", "brussels"),
+        ("1210", "brussels"),
+        ("1300", "wallonia"),
+        ("1500", "flanders"),
+        ("3999", "flanders"),
+        ("4000", "wallonia"),
+        ("4700", "german-speaking"),
+        ("4780", "german-speaking"),
+        ("4760", "german-speaking"),
+        ("4800", "wallonia"),
+        ("9000", "flanders"),
+        ("8400", "flanders"),
+        ("7000", "wallonia"),
+    ],
 )
 def test_region_of_postcode(postcode: str, region: str) -> None:
     assert region_of_postcode(postcode) == region
@@ -60,8 +71,17 @@ def test_region_of_postcode(postcode: str, region: str) -> None:
 
 def test_the_nine_german_speaking_municipalities_are_all_there() -> None:
     names = {name.split(" (")[0] for name in GERMAN_SPEAKING_POSTCODES.values()}
-    assert names == {"Eupen", "Kelmis", "Lontzen", "Raeren", "Amel", "Büllingen",
-                     "Burg-Reuland", "Bütgenbach", "Sankt Vith"}
+    assert names == {
+        "Eupen",
+        "Kelmis",
+        "Lontzen",
+        "Raeren",
+        "Amel",
+        "Büllingen",
+        "Burg-Reuland",
+        "Bütgenbach",
+        "Sankt Vith",
+    }
 
 
 @pytest.mark.parametrize("postcode", ["0999", "12345", "B-9000", ""])

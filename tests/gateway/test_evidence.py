@@ -38,7 +38,10 @@ def test_leaf_hash_domain_separation() -> None:
 
 
 def test_canonical_json_is_rfc8785() -> None:
-    assert evidence.canonical_json({"b": 1, "a": [True, None, "é"]}) == '{"a":[true,null,"é"],"b":1}'.encode()
+    assert (
+        evidence.canonical_json({"b": 1, "a": [True, None, "é"]})
+        == '{"a":[true,null,"é"],"b":1}'.encode()
+    )
 
 
 def test_receipt_signature_verifies_with_openssl(tmp_path: Path) -> None:
@@ -50,12 +53,33 @@ def test_receipt_signature_verifies_with_openssl(tmp_path: Path) -> None:
     assert not signer.verify(statement.replace(b"7", b"8"), signature)
     (tmp_path / "statement").write_bytes(statement)
     (tmp_path / "sig").write_bytes(base64.b64decode(signature))
-    subprocess.run(["openssl", "x509", "-in", str(pki.signing_cert), "-pubkey", "-noout",
-                    "-out", str(tmp_path / "pub.pem")], check=True)
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-in",
+            str(pki.signing_cert),
+            "-pubkey",
+            "-noout",
+            "-out",
+            str(tmp_path / "pub.pem"),
+        ],
+        check=True,
+    )
     verified = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", str(tmp_path / "pub.pem"), "-signature",
-         str(tmp_path / "sig"), str(tmp_path / "statement")],
-        capture_output=True, text=True, check=False,
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            str(tmp_path / "pub.pem"),
+            "-signature",
+            str(tmp_path / "sig"),
+            str(tmp_path / "statement"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "Verified OK" in verified.stdout

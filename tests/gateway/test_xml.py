@@ -72,7 +72,9 @@ def test_soap_envelope_with_two_bodies_is_refused() -> None:
 
 
 def test_soap_payload_is_the_single_body_child() -> None:
-    payload, header = soap_payload(parse_xml(SOAP % b"<s:Header/><s:Body><p:x xmlns:p='u'/></s:Body>"))
+    payload, header = soap_payload(
+        parse_xml(SOAP % b"<s:Header/><s:Body><p:x xmlns:p='u'/></s:Body>")
+    )
     assert payload.tag == "{u}x"
     assert header is not None
 

@@ -34,15 +34,20 @@ def fresh_application(**header: str) -> dict[str, Any]:
     return body
 
 
-def post(hub: RunningHub, party: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+def post(
+    hub: RunningHub, party: str, body: bytes, headers: dict[str, str] | None = None
+) -> httpx.Response:
     with hub.client(party) as client:
         return client.post("/v1/messages", content=body, headers=headers or JSON)
 
 
 def accepted_ids(hub: RunningHub) -> set[str]:
     leaves = hub.hub.store.leaves()
-    return {json.loads(leaf.record).get("messageId") for leaf in leaves
-            if json.loads(leaf.record)["event"] == "exchange.accepted"}
+    return {
+        json.loads(leaf.record).get("messageId")
+        for leaf in leaves
+        if json.loads(leaf.record)["event"] == "exchange.accepted"
+    }
 
 
 def assert_still_serving(hub: RunningHub) -> None:
@@ -81,8 +86,15 @@ def test_status_is_visible_to_sender_and_receiver_only(quiet_hub: RunningHub) ->
     with quiet_hub.client("be-platform") as client:
         status = client.get(f"/v1/messages/{message_id}").json()
     assert status["deliveries"] == [
-        {"receiver": "be-vlg-wse", "state": "pending", "attempts": 0, "deliveredAt": None,
-         "nextAttemptAt": None, "lastStatus": None, "lastError": None}
+        {
+            "receiver": "be-vlg-wse",
+            "state": "pending",
+            "attempts": 0,
+            "deliveredAt": None,
+            "nextAttemptAt": None,
+            "lastStatus": None,
+            "lastError": None,
+        }
     ]
     with quiet_hub.client("be-vlg-wse") as client:
         assert client.get(f"/v1/messages/{message_id}").status_code == 200
@@ -119,7 +131,9 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
 
 
 def _invalid_insz() -> bytes:
-    body = json.loads((EXAMPLES / "be-platform" / "application.submitted.invalid-insz.json").read_bytes())
+    body = json.loads(
+        (EXAMPLES / "be-platform" / "application.submitted.invalid-insz.json").read_bytes()
+    )
     body["header"]["messageId"] = str(uuid.uuid4())
     return json.dumps(body).encode()
 
@@ -127,12 +141,16 @@ def _invalid_insz() -> bytes:
 def _bad_kbo() -> bytes:
     body = fresh_application()
     number = body["application"]["employer"]["companyNumber"]
-    body["application"]["employer"]["companyNumber"] = number[:8] + f"{(int(number[8:]) + 1) % 100:02d}"
+    body["application"]["employer"]["companyNumber"] = (
+        number[:8] + f"{(int(number[8:]) + 1) % 100:02d}"
+    )
     return json.dumps(body).encode()
 
 
 def _invalid_schema() -> bytes:
-    body = json.loads((EXAMPLES / "be-platform" / "application.submitted.invalid-schema.json").read_bytes())
+    body = json.loads(
+        (EXAMPLES / "be-platform" / "application.submitted.invalid-schema.json").read_bytes()
+    )
     body["header"]["messageId"] = str(uuid.uuid4())
     return json.dumps(body).encode()
 
@@ -155,8 +173,15 @@ def _contract_end_before_start() -> bytes:
 
 def _type_not_allowed() -> bytes:
     # Valid for the portal's schema, but the portal may not send residence decisions.
-    body = json.loads((Path(__file__).resolve().parents[2] / "mappings" / "be-platform" /
-                       "from-canonical" / "residence.decided.expected.json").read_bytes())
+    body = json.loads(
+        (
+            Path(__file__).resolve().parents[2]
+            / "mappings"
+            / "be-platform"
+            / "from-canonical"
+            / "residence.decided.expected.json"
+        ).read_bytes()
+    )
     body["header"]["messageId"] = str(uuid.uuid4())
     return json.dumps(body).encode()
 
@@ -167,19 +192,50 @@ def _wrong_destination() -> bytes:
 
 REFUSALS = [
     ("malformed JSON", lambda: b'{"header": ', JSON, 400, "json.malformed", None),
-    ("duplicate key", lambda: b'{"header": {}, "header": {}}', JSON, 400, "json.duplicate-key", None),
-    ("XML to a JSON party", lambda: b"<a/>", {"Content-Type": "application/xml"}, 415,
-     "request.unsupported-media-type", None),
+    (
+        "duplicate key",
+        lambda: b'{"header": {}, "header": {}}',
+        JSON,
+        400,
+        "json.duplicate-key",
+        None,
+    ),
+    (
+        "XML to a JSON party",
+        lambda: b"<a/>",
+        {"Content-Type": "application/xml"},
+        415,
+        "request.unsupported-media-type",
+        None,
+    ),
     ("invalid against the XSD", _invalid_schema, JSON, 422, "schema.invalid", "/application"),
-    ("member not in the XSD", _unknown_member, JSON, 400, "json.unknown-member",
-     "/application/applicant/favouriteColour"),
+    (
+        "member not in the XSD",
+        _unknown_member,
+        JSON,
+        400,
+        "json.unknown-member",
+        "/application/applicant/favouriteColour",
+    ),
     ("bad INSZ check digit", _invalid_insz, JSON, 422, "domain.insz-check-digit", "insz"),
     ("bad KBO check digit", _bad_kbo, JSON, 422, "domain.kbo-check-digit", "enterpriseNumber"),
-    ("dates in the wrong order", _contract_end_before_start, JSON, 422, "domain.date-order",
-     "contractEnd"),
+    (
+        "dates in the wrong order",
+        _contract_end_before_start,
+        JSON,
+        422,
+        "domain.date-order",
+        "contractEnd",
+    ),
     ("type the party may not send", _type_not_allowed, JSON, 403, "authz.type-not-allowed", None),
-    ("destination not competent", _wrong_destination, JSON, 422,
-     "routing.destination-mismatch", None),
+    (
+        "destination not competent",
+        _wrong_destination,
+        JSON,
+        422,
+        "routing.destination-mismatch",
+        None,
+    ),
 ]
 
 
@@ -187,7 +243,12 @@ REFUSALS = [
     ("name", "make", "headers", "status", "code", "where"), REFUSALS, ids=[r[0] for r in REFUSALS]
 )
 def test_bad_input_is_refused_clearly_and_leaves_no_trace(
-    quiet_hub: RunningHub, name: str, make: Any, headers: dict[str, str], status: int, code: str,
+    quiet_hub: RunningHub,
+    name: str,
+    make: Any,
+    headers: dict[str, str],
+    status: int,
+    code: str,
     where: str | None,
 ) -> None:
     before = accepted_ids(quiet_hub)
@@ -214,26 +275,34 @@ def test_role_certificate_may_not_send(quiet_hub: RunningHub) -> None:
     from gateway.service.tls import client_ssl_context
 
     with httpx.Client(base_url=quiet_hub.url, verify=client_ssl_context(files)) as client:
-        response = client.post("/v1/messages", content=json.dumps(fresh_application()), headers=JSON)
+        response = client.post(
+            "/v1/messages", content=json.dumps(fresh_application()), headers=JSON
+        )
         assert response.status_code == 403
         assert client.get("/healthz").status_code == 200
 
 
 def test_no_client_certificate_no_way_in(quiet_hub: RunningHub) -> None:
     context = ssl.create_default_context(cafile=str(quiet_hub.pki.hub.ca))
-    with httpx.Client(base_url=quiet_hub.url, verify=context) as client, pytest.raises(httpx.TransportError):
+    with (
+        httpx.Client(base_url=quiet_hub.url, verify=context) as client,
+        pytest.raises(httpx.TransportError),
+    ):
         client.post("/v1/messages", content=b"{}", headers=JSON)
     assert_still_serving(quiet_hub)
 
 
 def test_foreign_client_certificate_no_way_in(quiet_hub: RunningHub, tmp_path: Path) -> None:
     foreign = init_dev_pki(tmp_path, quiet_hub.hub.parties.identities())
-    files = TlsFiles(foreign.party("be-platform").cert, foreign.party("be-platform").key,
-                     quiet_hub.pki.hub.ca)
+    files = TlsFiles(
+        foreign.party("be-platform").cert, foreign.party("be-platform").key, quiet_hub.pki.hub.ca
+    )
     from gateway.service.tls import client_ssl_context
 
-    with httpx.Client(base_url=quiet_hub.url, verify=client_ssl_context(files)) as client, \
-            pytest.raises(httpx.TransportError):
+    with (
+        httpx.Client(base_url=quiet_hub.url, verify=client_ssl_context(files)) as client,
+        pytest.raises(httpx.TransportError),
+    ):
         client.post("/v1/messages", content=b"{}", headers=JSON)
     assert_still_serving(quiet_hub)
 
@@ -244,24 +313,36 @@ def test_body_over_the_limit_is_refused(quiet_hub: RunningHub) -> None:
     assert _problem(response)["code"] == "request.too-large"
 
 
-def test_trace_id_is_honoured_returned_and_logged_without_personal_data(quiet_hub: RunningHub) -> None:
+def test_trace_id_is_honoured_returned_and_logged_without_personal_data(
+    quiet_hub: RunningHub,
+) -> None:
     body = fresh_application()
     trace = "demo-trace-0001"
     with capture_logs() as logs:
-        response = post(quiet_hub, "be-platform", json.dumps(body).encode(),
-                        {**JSON, "BelGov-Trace-Id": trace})
-        refused = post(quiet_hub, "be-platform", _invalid_insz(),
-                       {**JSON, "BelGov-Trace-Id": "trace-of-refusal"})
+        response = post(
+            quiet_hub, "be-platform", json.dumps(body).encode(), {**JSON, "BelGov-Trace-Id": trace}
+        )
+        refused = post(
+            quiet_hub,
+            "be-platform",
+            _invalid_insz(),
+            {**JSON, "BelGov-Trace-Id": "trace-of-refusal"},
+        )
     assert response.status_code == 202
     assert response.headers["BelGov-Trace-Id"] == trace
     assert refused.status_code == 422
     events = logs.events()
     accepted = [e for e in events if e["event"] == "message.accepted"]
     assert accepted and accepted[0]["trace_id"] == trace
-    assert any(e["event"] == "message.rejected" and e["trace_id"] == "trace-of-refusal" for e in events)
+    assert any(
+        e["event"] == "message.rejected" and e["trace_id"] == "trace-of-refusal" for e in events
+    )
     applicant = body["application"]["applicant"]
-    for secret in (applicant["nationalRegisterNumber"], applicant["name"]["last"],
-                   applicant["identity"]["passportNumber"]):
+    for secret in (
+        applicant["nationalRegisterNumber"],
+        applicant["name"]["last"],
+        applicant["identity"]["passportNumber"],
+    ):
         assert secret not in logs.text
 
 
@@ -274,4 +355,7 @@ def test_metrics_and_readiness(quiet_hub: RunningHub) -> None:
     with quiet_hub.client("be-platform") as client:
         assert client.get("/readyz").json()["status"] == "ready"
         metrics = client.get("/metrics").text
-    assert 'guichet_messages_total{outcome="accepted",sender="be-platform",type="application.submitted"}' in metrics
+    assert (
+        'guichet_messages_total{outcome="accepted",sender="be-platform",type="application.submitted"}'
+        in metrics
+    )
