@@ -317,6 +317,13 @@ class SqliteStore:
         )
         return [_delivery(r) for r in rows]
 
+    def outbox_depth(self) -> int:
+        """Deliveries not finished yet (pending, delivering or retrying)."""
+        row = self._reader().execute(
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'delivering', 'retrying')"
+        ).fetchone()
+        return int(row[0])
+
     def payload(self, sha256: str) -> bytes | None:
         row = (
             self._reader()

@@ -1,0 +1,184 @@
+"""A whole case across real back offices: REST and SOAP, into and out of the hub, over mTLS.
+
+The sandbox back offices are real HTTPS servers with the parties' certificates; they validate
+what the hub delivers against their own schemas and answer with the next message of the
+procedure, sent to the hub over REST (Flanders, the portal) and SOAP 1.1 (Immigration Office).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from gateway.audit import verify_log
+from gateway.certs import DevPki
+from gateway.demo import CASE_TYPES
+from gateway.testing import RunningHub, running_hub
+from gateway.xml import SOAP11_NS, parse_xml
+from tests.conftest import EXAMPLES, HOME
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator[RunningHub]:
+    with running_hub(tmp_path_factory.mktemp("live"), pki=pki, delivery_backoff_s=0.05) as running:
+        yield running
+
+
+def _wait(condition, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def _file_case(live: RunningHub) -> tuple[str, str]:
+    body = json.loads((EXAMPLES / "be-platform" / "application.submitted.json").read_bytes())
+    message_id = str(uuid.uuid4())
+    subject = f"SP-TEST-{uuid.uuid4().hex[:8]}"
+    body["header"].update(messageId=message_id, caseReference=subject)
+    with live.client("be-platform") as client:
+        response = client.post("/v1/messages", json=body)
+    assert response.status_code == 202, response.text
+    return message_id, subject
+
+
+def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> None:
+    message_id, subject = _file_case(live)
+    store = live.hub.store
+
+    def done() -> bool:
+        rows = store.messages_for_subject(subject)
+        return [r.type for r in rows] == list(CASE_TYPES) and all(
+            d.state == "delivered" for r in rows for d in store.deliveries(r.id)
+        )
+
+    assert _wait(done), [(r.type, [d.state for d in store.deliveries(r.id)])
+                         for r in store.messages_for_subject(subject)]
+    offices = live.sandbox.offices
+    # REST in and out: Flanders got the application in its own Dutch JSON, and answered.
+    flanders = offices["be-vlg-wse"].wait_for(lambda r: r.message_id == message_id)
+    assert flanders.message_type == "application.submitted"
+    assert json.loads(flanders.body)["kop"]["dossiernummer"] == subject
+    # SOAP out: the Immigration Office got both decisions as SOAP 1.1 payloads it validated.
+    ibz = offices["be-fed-ibz"]
+    ibz_types = {r.message_type for r in ibz.received if r.subject == subject}
+    assert {"admissibility.decided", "workAuthorisation.decided", "status.updated"} <= ibz_types
+    # SOAP in: its residence decision reached the portal and Flanders, translated.
+    residence = [r for r in store.messages_for_subject(subject) if r.type == "residence.decided"]
+    assert residence and residence[0].sender == "be-fed-ibz"
+    portal = offices["be-platform"].wait_for(
+        lambda r: r.message_type == "residence.decided" and r.subject == subject
+    )
+    assert json.loads(portal.body)["residenceDecision"]["annexNumber"] == "46" or json.loads(
+        portal.body
+    )["residenceDecision"]["annexNumber"] == 46
+    assert not any(o.rejected for o in offices.values())
+    assert sum(o.duplicates for o in offices.values()) == 0
+    # Every delivery was sealed; the whole log verifies.
+    events = [json.loads(leaf.record)["event"] for leaf in store.leaves()]
+    assert events.count("delivery.delivered") >= 9
+    live.hub.checkpoint()
+    report = verify_log(store.leaves(), store.checkpoints(), live.hub.signer.certificate)
+    assert report.ok, report.problems
+
+
+def test_soap_sender_gets_a_signed_receipt_and_the_wsdl(live: RunningHub) -> None:
+    _, subject = _file_case(live)
+    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    envelope = parse_xml((EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes())
+    ns = {"ibz": "urn:be:fgov:ibz:guichet:1"}
+    envelope.xpath("//ibz:Entete/ibz:IdMessage", namespaces=ns)[0].text = str(uuid.uuid4())  # type: ignore[index,union-attr]
+    envelope.xpath("//ibz:Entete/ibz:Dossier", namespaces=ns)[0].text = subject  # type: ignore[index,union-attr]
+    with live.client("be-fed-ibz") as client:
+        response = client.post(
+            "/soap/v1", content=etree.tostring(envelope),
+            headers={"Content-Type": "text/xml; charset=utf-8",
+                     "SOAPAction": '"urn:be:fgov:ibz:guichet:1/TransmettreDecisionSejour"'},
+        )
+        wsdl = client.get("/soap/v1", params={"wsdl": ""})
+    assert response.status_code == 200, response.text
+    receipt = parse_xml(response.content)
+    hub = {"h": "urn:be:guichet:hub:1", "s": SOAP11_NS}
+    assert receipt.xpath("string(//h:receipt/h:status)", namespaces=hub) == "accepted"
+    receivers = receipt.xpath("//h:receipt/h:receivers/h:receiver/text()", namespaces=hub)
+    assert sorted(receivers) == ["be-platform", "be-vlg-wse"]  # type: ignore[arg-type]
+    assert wsdl.status_code == 200
+    assert f'location="{live.url}/soap/v1"' in wsdl.text
+
+
+def test_soap_sender_gets_a_fault_with_the_place_of_the_error(live: RunningHub) -> None:
+    envelope = (EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes()
+    broken = envelope.replace(b"<ibz:Dossier>", b"<ibz:Dossier>not a valid case id ", 1)
+    with live.client("be-fed-ibz") as client:
+        response = client.post("/soap/v1", content=broken,
+                               headers={"Content-Type": "text/xml; charset=utf-8"})
+        malformed = client.post("/soap/v1", content=b"<soap:Envelope",
+                                headers={"Content-Type": "text/xml"})
+    assert response.status_code == 500
+    fault = parse_xml(response.content)
+    ns = {"s": SOAP11_NS, "h": "urn:be:guichet:hub:1"}
+    assert fault.xpath("string(//faultcode)", namespaces=ns) == "soap:Client"
+    assert fault.xpath("string(//h:problem/h:code)", namespaces=ns) == "schema.invalid"
+    assert "Dossier" in str(fault.xpath("string(//h:problem/h:path)", namespaces=ns))
+    assert fault.xpath("string(//h:problem/h:schemaId)", namespaces=ns) == "be-fed-ibz"
+    assert fault.xpath("string(//h:problem/h:line)", namespaces=ns)
+    assert malformed.status_code == 500
+    assert b"xml.malformed" in malformed.content
+
+
+def _quiet(live: RunningHub) -> bool:
+    """No delivery in flight and no reply chain still producing messages."""
+
+    def settled() -> bool:
+        size = len(live.hub.store.leaves())
+        time.sleep(0.3)
+        return live.hub.store.outbox_depth() == 0 and len(live.hub.store.leaves()) == size
+
+    return _wait(settled)
+
+
+def test_a_receiver_down_then_up_gets_its_message(live: RunningHub) -> None:
+    assert _quiet(live)
+    office = live.sandbox.offices["be-vlg-wse"]
+    office.fail_next(2, 503)
+    message_id, _ = _file_case(live)
+    received = office.wait_for(lambda r: r.message_id == message_id, timeout=20)
+    assert received.message_type == "application.submitted"
+    deliveries = live.hub.store.deliveries(message_id)
+    assert _wait(lambda: live.hub.store.deliveries(message_id)[0].state == "delivered")
+    assert live.hub.store.deliveries(message_id)[0].attempts == 3
+    events = [json.loads(leaf.record) for leaf in live.hub.store.leaves()]
+    failures = [e for e in events if e["event"] == "delivery.failed" and e["messageId"] == message_id]
+    assert [f["status"] for f in failures] == [503, 503]
+    assert deliveries
+
+
+def test_the_demo_command_exits_0_and_shows_the_case(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo")],
+        cwd=HOME, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for message_type in CASE_TYPES:
+        assert message_type in result.stdout
+    assert "SOAP 1.1" in result.stdout
+    assert "verified" in result.stdout
+    assert result.stdout.rstrip().endswith("demo: OK")
+    verify = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "audit", "verify", "--data-dir",
+         str(tmp_path / "demo")],
+        cwd=HOME, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
