@@ -21,7 +21,12 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
-from gateway.errors import ConfigurationError, MappingError, UnknownMessageTypeError
+from gateway.errors import (
+    ConfigurationError,
+    GatewayError,
+    MappingError,
+    UnknownMessageTypeError,
+)
 from gateway.jsonxml import JsonBinding
 from gateway.schemas import Schema, SchemaCatalog
 from gateway.xml import DEFAULT_LIMITS, ParserLimits, parse_json, parse_xml
@@ -227,7 +232,7 @@ class _Compiler:
     def resolve(self, decl: Any, path: str, origin: str) -> Any:
         """Walk a location path through the source schema; return the last declaration."""
         current = decl
-        for step in (s for s in path.split("/") if s):
+        for step in (s for s in path.split("/") if s and s != "."):
             current = self.child(current, step, origin, path)
             if current is None:
                 return None
@@ -249,21 +254,22 @@ class _Compiler:
         return None
 
     # the target tree --------------------------------------------------------------------------
-    def tree(self, rules: tuple[_Rule, ...], root: _Target) -> None:
+    def tree(self, rules: tuple[_Rule, ...], root: _Target, *, nested: bool = False) -> None:
+        """Merge the rules' target paths into one tree (``root`` is an each group if nested)."""
         for rule in rules:
             node = root
-            for step in rule.to[:-1]:
+            steps = [step for step in rule.to if step != "."]  # "." is the element itself
+            for step in steps:
                 node = node.children.setdefault(step, _Target(step))
-            last = rule.to[-1]
-            if last in node.children and (rule.each is None or node.children[last].rule):
+            taken = node.each if rule.each is not None else node.rule
+            if taken is not None or (node is root and not nested):
                 self.errors.append(f"{rule.origin}: {'/'.join(rule.to)} is written twice")
                 continue
-            leaf = node.children.setdefault(last, _Target(last))
             if rule.each is not None:
-                leaf.each = rule
-                self.tree(rule.rules, leaf)
+                node.each = rule
+                self.tree(rule.rules, node, nested=True)
             else:
-                leaf.rule = rule
+                node.rule = rule
 
     def check_target(self, node: _Target, decl: Any, origin: str) -> None:
         node.decl = decl
@@ -297,11 +303,17 @@ class _Compiler:
             if child.each is not None:
                 each_decl = self.resolve(decl, child.each.each or "", child.each.origin)
                 if each_decl is not None:
-                    self.check_sources(child, each_decl)
+                    self.check_each(child, each_decl)
                 continue
             if child.rule is not None:
                 self.check_leaf(child, decl)
             self.check_sources(child, decl)
+
+    def check_each(self, node: _Target, decl: Any) -> None:
+        """A repeated group: its own text rule and its children, relative to the repeated source."""
+        if node.rule is not None:
+            self.check_leaf(node, decl)
+        self.check_sources(node, decl)
 
     def check_leaf(self, node: _Target, context: Any) -> None:
         rule = node.rule
@@ -394,14 +406,16 @@ class _Compiler:
                 f'<xsl:attribute name="{node.step[1:]}">{self.value(node.rule)}</xsl:attribute>',
             )
         tag = node.step
-        if node.each is not None:
-            inner = "".join(self.emit(child) for child in self.ordered(node))
-            return f'<xsl:for-each select="{node.each.each}"><{tag}>{inner}</{tag}></xsl:for-each>'
+        # Attributes come first in ordered(), then child elements, then the element's own text.
+        content = "".join(self.emit(child) for child in self.ordered(node))
         if node.rule is not None:
-            return self.guarded(node.rule, f"<{tag}>{self.value(node.rule)}</{tag}>")
-        inner = "".join(self.emit(child) for child in self.ordered(node))
+            content += self.value(node.rule)
+        element = f"<{tag}>{content}</{tag}>"
+        if node.each is not None:
+            return f'<xsl:for-each select="{node.each.each}">{element}</xsl:for-each>'
+        if node.rule is not None:
+            return self.guarded(node.rule, element)
         condition = self.any_source(node)
-        element = f"<{tag}>{inner}</{tag}>"
         if condition is None:
             return element
         return f"<xsl:if test={quoteattr(condition)}>{element}</xsl:if>"
@@ -466,12 +480,12 @@ class _Compiler:
 
 
 def _leaves(node: _Target) -> Iterator[_Rule]:
-    if node.rule is not None:
-        yield node.rule
     if node.each is not None:
-        # A repeated group exists when its source elements exist.
+        # A repeated group exists when its source elements exist (its own rules are relative).
         yield _Rule(origin=node.each.origin, to=node.each.to, sources=(node.each.each or "",))
         return
+    if node.rule is not None:
+        yield node.rule
     for child in node.children.values():
         yield from _leaves(child)
 
@@ -744,9 +758,12 @@ def check_golden(mappings: MappingSet, mapping: CompiledMapping) -> list[str]:
     else:
         sender = source.findtext(f"{{{CANONICAL_NS}}}envelope/{{{CANONICAL_NS}}}source") or ""
         params = {**GOLDEN_PARAMS, "sender": sender, "receiver": mapping.party}
-    mapping.source_schema.validate(source)
-    produced = mapping.apply(source, params)
-    mapping.target_schema.validate(produced)
+    try:
+        mapping.source_schema.validate(source)
+        produced = mapping.apply(source, params)
+        mapping.target_schema.validate(produced)
+    except GatewayError as exc:
+        return [f"{mapping.path}: {exc.code} at {exc.path}: {exc.detail}"]
     if inbound or party.binding is None:
         expected_xml = parse_xml(expected_path.read_bytes())
         if _normalised(expected_xml) != _normalised(produced):
