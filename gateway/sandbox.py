@@ -292,6 +292,7 @@ class BackOffice:
         self._failures: list[int] = []  # statuses of the next calls to fail
         self._executor: ThreadPoolExecutor | None = None
         self._chains: list[Future[None]] = []
+        self._closed = False
         self._tls = client_ssl_context(identity) if identity is not None else None
         path = "/" if self._wsdl is not None else "/messages"
         handler = self._soap if self._wsdl is not None else self._rest
@@ -351,6 +352,7 @@ class BackOffice:
     def close(self) -> None:
         """Let running reply chains finish (each call is bounded), drop queued ones."""
         with self._lock:
+            self._closed = True
             executor, self._executor = self._executor, None
             chains, self._chains = self._chains, []
         if executor is not None:
@@ -411,7 +413,10 @@ class BackOffice:
                 self._rejected.append(f"{exc.code}: {exc.detail}")
             return _fault("Client", exc.detail)
         reply = operation.serialize_output(values)
-        return self._answer(received, body, lambda: Response(reply, 200, media_type="text/xml"))
+        # Duplicates are told by the payload: the envelope around it (a WS-Security timestamp, a
+        # signature) may rightly differ between two attempts of one delivery.
+        content = etree.tostring(payload, method="c14n", exclusive=True)
+        return self._answer(received, content, lambda: Response(reply, 200, media_type="text/xml"))
 
     def _check_acknowledgements(self, wsdl: Wsdl) -> None:
         """Fail at start, not at the first call, if the acknowledgement does not fit the WSDL."""
@@ -468,11 +473,15 @@ class BackOffice:
             raise
 
     def _answer(
-        self, received: Received, body: bytes, make: Callable[[], Response]
+        self, received: Received, content: bytes, make: Callable[[], Response]
     ) -> Response:
-        """Record ``received`` and answer it, or answer a duplicate as its first time."""
+        """Record ``received`` and answer it, or answer a duplicate as its first time.
+
+        The key is the header's (``Idempotency-Key``, ``h:MessageId``), else the body's message
+        id; ``content`` is what must be the same for a call to be a duplicate of the first.
+        """
         key = received.idempotency_key or received.message_id
-        digest = hashlib.sha256(body).hexdigest()
+        digest = hashlib.sha256(content).hexdigest()
         with self._lock:
             seen = self._seen.get(key)
             if seen is not None:
@@ -503,7 +512,7 @@ class BackOffice:
         # Runs after the answer has gone out; the chain itself runs on the responder's thread so
         # the connection is free at once.
         with self._lock:
-            if received.message_id in self._answered:
+            if self._closed or received.message_id in self._answered:
                 return
             self._answered.add(received.message_id)
             if self._executor is None:

@@ -333,6 +333,33 @@ def test_soap_office_acknowledges_as_the_wsdl_says(
     )
 
 
+def test_soap_duplicates_are_told_by_the_payload_not_the_envelope(
+    quiet: Sandbox, hub_client: httpx.Client
+) -> None:
+    office = quiet.offices["be-fed-ibz"]
+    payload = parse_xml(golden("be-fed-ibz", "status.updated").read_bytes())
+    key = fresh_id()
+    action = f"{IBZ}/NotifierStatut"
+    before = office.duplicates
+    first = post_soap(hub_client, quiet, payload, key, action)
+    # Another attempt of the same delivery: same MessageId and payload, another envelope.
+    again = hub_client.post(
+        quiet.endpoints["be-fed-ibz"],
+        content=build_envelope(payload, {"MessageId": key, "TraceId": fresh_id()}),
+        headers={"Content-Type": "text/xml", "SOAPAction": f'"{action}"'},
+    )
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    assert office.duplicates == before + 1
+    # The same MessageId on another payload is refused.
+    statut = payload.find(f"{{{IBZ}}}Statut")
+    assert statut is not None
+    statut.set("code", "CLOTURE")
+    other = post_soap(hub_client, quiet, payload, key, action)
+    assert other.status_code == 500
+    assert b"reused" in other.content
+
+
 @pytest.mark.parametrize("case", ["wrong action", "invalid payload", "no operation", "not soap"])
 def test_soap_office_answers_client_faults(
     quiet: Sandbox, hub_client: httpx.Client, case: str
