@@ -17,6 +17,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import pipeline
 from gateway.certs import Identity, identity_of
@@ -58,9 +59,35 @@ class _Lookup:
         return row.sender if row else None
 
 
-def _trace_id(request: Request) -> str:
-    given = request.headers.get(TRACE_HEADER)
-    return given if given and _TRACE_ID.match(given) else new_trace_id()
+class TraceMiddleware:
+    """Binds the exchange's trace id (the caller's ``BelGov-Trace-Id``, or a new one) to the
+    request and to every log line, and returns it. Plain ASGI: no per-request task or copy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"belgov-trace-id"), None
+        )
+        trace_id = given if given and _TRACE_ID.match(given) else new_trace_id()
+        scope.setdefault("state", {})["trace_id"] = trace_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        extra = [(b"belgov-trace-id", trace_id.encode())]
+        if given:
+            extra.append((RELATED_TRACE_HEADER.lower().encode(), given[:36].encode("latin-1")))
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"belgov-trace-id"]
+                message = {**message, "headers": headers + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_trace)
 
 
 def _identity(request: Request, hub: Hub) -> Identity:
@@ -223,18 +250,7 @@ def create_app(hub: Hub) -> FastAPI:
         "workers. Every call is authenticated by mutual TLS.",
     )
 
-    @app.middleware("http")
-    async def trace(request: Request, call_next: Any) -> Response:
-        trace_id = _trace_id(request)
-        request.state.trace_id = trace_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(trace_id=trace_id)
-        response: Response = await call_next(request)
-        response.headers[TRACE_HEADER] = trace_id
-        given = request.headers.get(TRACE_HEADER)
-        if given:
-            response.headers[RELATED_TRACE_HEADER] = given[:36]
-        return response
+    app.add_middleware(TraceMiddleware)
 
     @app.exception_handler(GatewayError)
     async def on_error(request: Request, error: GatewayError) -> Response:
