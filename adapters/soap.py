@@ -165,14 +165,19 @@ class Wsdl:
         ambiguous).
         """
         settings = Settings(
-            strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True,
+            strict=True,
+            xml_huge_tree=False,
+            forbid_dtd=True,
+            forbid_entities=True,
             forbid_external=True,
         )
         transport = _LocalFilesOnly(root or path.parent)
         try:
             # zeep annotates ``transport`` as a class, but uses (and documents) an instance.
             document = Document(
-                str(path.resolve()), transport, settings=settings  # type: ignore[arg-type]
+                str(path.resolve()),
+                transport,  # type: ignore[arg-type]
+                settings=settings,
             )
         except ConfigurationError:
             raise

@@ -216,9 +216,7 @@ def load_profiles(path: Path, mappings: MappingSet) -> dict[str, OfficeProfile]:
                 sent_at=FieldPath.parse(sent_at, namespaces) if sent_at else None,
                 trace=FieldPath.parse(trace, namespaces) if trace else None,
                 received_types=dict(entry.get("received_types", {})),
-                respond={
-                    rule["on"]: tuple(rule["send"]) for rule in entry.get("respond", [])
-                },
+                respond={rule["on"]: tuple(rule["send"]) for rule in entry.get("respond", [])},
                 content_type=entry.get(
                     "content_type", _MEDIA_TYPES.get(party_format.format, "application/xml")
                 ),
@@ -472,9 +470,7 @@ class BackOffice:
                 return self.profile.received_types[value]
             raise
 
-    def _answer(
-        self, received: Received, content: bytes, make: Callable[[], Response]
-    ) -> Response:
+    def _answer(self, received: Received, content: bytes, make: Callable[[], Response]) -> Response:
         """Record ``received`` and answer it, or answer a duplicate as its first time.
 
         The key is the header's (``Idempotency-Key``, ``h:MessageId``), else the body's message
