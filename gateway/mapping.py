@@ -401,20 +401,25 @@ class _Compiler:
             return f"<{node.step}>{inner}</{node.step}>"
         if node.step.startswith("@"):
             assert node.rule is not None
+            var = self.variable(node.rule)
+            attribute = node.step[1:]
+            value = self.value(node.rule, var)
             return self.guarded(
-                node.rule,
-                f'<xsl:attribute name="{node.step[1:]}">{self.value(node.rule)}</xsl:attribute>',
+                node.rule, f'<xsl:attribute name="{attribute}">{value}</xsl:attribute>', var
             )
         tag = node.step
         # Attributes come first in ordered(), then child elements, then the element's own text.
         content = "".join(self.emit(child) for child in self.ordered(node))
-        if node.rule is not None:
-            content += self.value(node.rule)
-        element = f"<{tag}>{content}</{tag}>"
-        if node.each is not None:
+        if node.each is not None:  # the text of a repeated element is written as it is
+            if node.rule is not None:
+                content += self.value(node.rule, None)
+            element = f"<{tag}>{content}</{tag}>"
             return f'<xsl:for-each select="{node.each.each}">{element}</xsl:for-each>'
         if node.rule is not None:
-            return self.guarded(node.rule, element)
+            var = self.variable(node.rule)
+            content += self.value(node.rule, var)
+            return self.guarded(node.rule, f"<{tag}>{content}</{tag}>", var)
+        element = f"<{tag}>{content}</{tag}>"
         condition = self.any_source(node)
         if condition is None:
             return element
@@ -442,13 +447,25 @@ class _Compiler:
             if leaf.value is not None or any(s.startswith("$") for s in leaf.sources):
                 return None
             paths.extend(leaf.sources)
-        return " | ".join(dict.fromkeys(paths)) if paths else None
+        # "or" stops at the first source found; a union ("|") would build and sort a node-set.
+        return " or ".join(dict.fromkeys(paths)) if paths else None
 
-    def guarded(self, rule: _Rule, content: str) -> str:
-        if rule.value is not None or all(s.startswith("$") for s in rule.sources):
+    def guarded(self, rule: _Rule, content: str, var: str | None) -> str:
+        """Write ``content`` only when the rule's value (held in ``var``) is not empty."""
+        if var is None:
             return content
-        test = quoteattr(f"{self.expression(rule)} != ''")
-        return f"<xsl:if test={test}>{content}</xsl:if>"
+        return (
+            f"<xsl:variable name={quoteattr(var)} select={quoteattr(self.expression(rule))}/>"
+            f"<xsl:if test=\"${var} != ''\">{content}</xsl:if>"
+        )
+
+    def variable(self, rule: _Rule) -> str | None:
+        """A fresh variable for a rule whose value comes from the source (evaluated once, tested,
+        then written); None for constants and parameters, which are always written."""
+        if rule.value is not None or all(s.startswith("$") for s in rule.sources):
+            return None
+        self._var += 1
+        return f"v{self._var}"
 
     def expression(self, rule: _Rule) -> str:
         parts = list(rule.sources)
@@ -456,15 +473,19 @@ class _Compiler:
             return f"string({parts[0]})"
         return "normalize-space(concat(" + ", ' ', ".join(parts) + "))"
 
-    def value(self, rule: _Rule) -> str:
+    def value(self, rule: _Rule, var: str | None) -> str:
+        """The instructions writing a rule's value (from ``var`` when it already holds it)."""
         if rule.value is not None:
             return f"<xsl:text>{escape(rule.value)}</xsl:text>"
-        expression = self.expression(rule)
+        expression = f"${var}" if var else self.expression(rule)
         if rule.codelist is None:
             return f"<xsl:value-of select={quoteattr(expression)}/>"
         table = self.codelist(rule) or {}
-        self._var += 1
-        var = f"v{self._var}"
+        declare = ""
+        if var is None:
+            self._var += 1
+            var = f"v{self._var}"
+            declare = f"<xsl:variable name={quoteattr(var)} select={quoteattr(expression)}/>"
         whens = "".join(
             f"<xsl:when test={quoteattr(f'${var} = {_xpath_literal(k)}')}>"
             f"<xsl:text>{escape(v)}</xsl:text></xsl:when>"
@@ -472,7 +493,7 @@ class _Compiler:
         )
         where = escape("/".join(rule.to))
         return (
-            f"<xsl:variable name={quoteattr(var)} select={quoteattr(expression)}/>"
+            f"{declare}"
             f'<xsl:choose>{whens}<xsl:otherwise><xsl:message terminate="yes">'
             f'{_UNMAPPED}|{escape(rule.codelist or "")}|{where}|<xsl:value-of select="${var}"/>'
             "</xsl:message></xsl:otherwise></xsl:choose>"
