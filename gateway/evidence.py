@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,23 @@ __all__ = [
 ]
 
 
+def _plain(value: Any) -> bool:
+    """True when ``value`` holds only ASCII-keyed objects, arrays, strings, integers, booleans and
+    nulls: for those, sorted-key compact JSON with raw non-ASCII text *is* RFC 8785 (floats and
+    non-ASCII keys, whose JCS forms differ, take the reference implementation)."""
+    if isinstance(value, dict):
+        return all(k.isascii() and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int)  # bool is an int
+
+
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 (JCS) canonical JSON bytes."""
+    if _plain(value):
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
     return bytes(rfc8785.dumps(value))
 
 

@@ -177,18 +177,19 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
     )
     mappings.catalog["canonical"].validate(canonical)
     domain.check_canonical(canonical)
-    env = f"{_C}envelope/{_C}"
+    # The envelope is the first child of a valid canonical message: read it in one pass.
+    envelope = {etree.QName(field).localname: field.text or "" for field in canonical[0]}
     return CanonicalMessage(
         validated=validated,
         element=canonical,
         bytes=etree.tostring(canonical, encoding="UTF-8"),
         mapping=mapping,
-        message_id=_text(canonical, f"{env}id") or "",
-        message_type=_text(canonical, f"{env}type") or "",
-        subject=_text(canonical, f"{env}subject") or "",
-        destination=_text(canonical, f"{env}destination"),
-        correlation_id=_text(canonical, f"{env}correlationId"),
-        legal_context=_text(canonical, f"{env}legalContext") or "",
+        message_id=envelope["id"],
+        message_type=envelope["type"],
+        subject=envelope["subject"],
+        destination=envelope.get("destination"),
+        correlation_id=envelope.get("correlationId"),
+        legal_context=envelope["legalContext"],
     )
 
 

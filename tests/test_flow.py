@@ -64,8 +64,10 @@ def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> Non
             d.state == "delivered" for r in rows for d in store.deliveries(r.id)
         )
 
-    assert _wait(done), [(r.type, [d.state for d in store.deliveries(r.id)])
-                         for r in store.messages_for_subject(subject)]
+    assert _wait(done), [
+        (r.type, [d.state for d in store.deliveries(r.id)])
+        for r in store.messages_for_subject(subject)
+    ]
     offices = live.sandbox.offices
     # REST in and out: Flanders got the application in its own Dutch JSON, and answered.
     flanders = offices["be-vlg-wse"].wait_for(lambda r: r.message_id == message_id)
@@ -81,9 +83,10 @@ def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> Non
     portal = offices["be-platform"].wait_for(
         lambda r: r.message_type == "residence.decided" and r.subject == subject
     )
-    assert json.loads(portal.body)["residenceDecision"]["annexNumber"] == "46" or json.loads(
-        portal.body
-    )["residenceDecision"]["annexNumber"] == 46
+    assert (
+        json.loads(portal.body)["residenceDecision"]["annexNumber"] == "46"
+        or json.loads(portal.body)["residenceDecision"]["annexNumber"] == 46
+    )
     assert not any(o.rejected for o in offices.values())
     assert sum(o.duplicates for o in offices.values()) == 0
     # Every delivery was sealed; the whole log verifies.
@@ -103,9 +106,12 @@ def test_soap_sender_gets_a_signed_receipt_and_the_wsdl(live: RunningHub) -> Non
     envelope.xpath("//ibz:Entete/ibz:Dossier", namespaces=ns)[0].text = subject  # type: ignore[index,union-attr]
     with live.client("be-fed-ibz") as client:
         response = client.post(
-            "/soap/v1", content=etree.tostring(envelope),
-            headers={"Content-Type": "text/xml; charset=utf-8",
-                     "SOAPAction": '"urn:be:fgov:ibz:guichet:1/TransmettreDecisionSejour"'},
+            "/soap/v1",
+            content=etree.tostring(envelope),
+            headers={
+                "Content-Type": "text/xml; charset=utf-8",
+                "SOAPAction": '"urn:be:fgov:ibz:guichet:1/TransmettreDecisionSejour"',
+            },
         )
         wsdl = client.get("/soap/v1", params={"wsdl": ""})
     assert response.status_code == 200, response.text
@@ -122,10 +128,12 @@ def test_soap_sender_gets_a_fault_with_the_place_of_the_error(live: RunningHub) 
     envelope = (EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes()
     broken = envelope.replace(b"<ibz:Dossier>", b"<ibz:Dossier>not a valid case id ", 1)
     with live.client("be-fed-ibz") as client:
-        response = client.post("/soap/v1", content=broken,
-                               headers={"Content-Type": "text/xml; charset=utf-8"})
-        malformed = client.post("/soap/v1", content=b"<soap:Envelope",
-                                headers={"Content-Type": "text/xml"})
+        response = client.post(
+            "/soap/v1", content=broken, headers={"Content-Type": "text/xml; charset=utf-8"}
+        )
+        malformed = client.post(
+            "/soap/v1", content=b"<soap:Envelope", headers={"Content-Type": "text/xml"}
+        )
     assert response.status_code == 500
     fault = parse_xml(response.content)
     ns = {"s": SOAP11_NS, "h": "urn:be:guichet:hub:1"}
@@ -160,7 +168,9 @@ def test_a_receiver_down_then_up_gets_its_message(live: RunningHub) -> None:
     assert _wait(lambda: live.hub.store.deliveries(message_id)[0].state == "delivered")
     assert live.hub.store.deliveries(message_id)[0].attempts == 3
     events = [json.loads(leaf.record) for leaf in live.hub.store.leaves()]
-    failures = [e for e in events if e["event"] == "delivery.failed" and e["messageId"] == message_id]
+    failures = [
+        e for e in events if e["event"] == "delivery.failed" and e["messageId"] == message_id
+    ]
     assert [f["status"] for f in failures] == [503, 503]
     assert deliveries
 
@@ -168,7 +178,11 @@ def test_a_receiver_down_then_up_gets_its_message(live: RunningHub) -> None:
 def test_the_demo_command_exits_0_and_shows_the_case(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo")],
-        cwd=HOME, capture_output=True, text=True, timeout=120, check=False,
+        cwd=HOME,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for message_type in CASE_TYPES:
@@ -177,8 +191,19 @@ def test_the_demo_command_exits_0_and_shows_the_case(tmp_path: Path) -> None:
     assert "verified" in result.stdout
     assert result.stdout.rstrip().endswith("demo: OK")
     verify = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "audit", "verify", "--data-dir",
-         str(tmp_path / "demo")],
-        cwd=HOME, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "audit",
+            "verify",
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
+        cwd=HOME,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -88,3 +88,23 @@ def test_receipt_signature_verifies_with_openssl(tmp_path: Path) -> None:
 def test_person_ref_is_keyed() -> None:
     assert evidence.person_ref(b"k1", "85073003328") != evidence.person_ref(b"k2", "85073003328")
     assert "85073003328" not in evidence.person_ref(b"k1", "85073003328")
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_canonical_json_matches_the_reference_implementation(value: object) -> None:
+    import rfc8785
+
+    assert evidence.canonical_json(value) == bytes(rfc8785.dumps(value))

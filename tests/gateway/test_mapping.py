@@ -43,8 +43,15 @@ def test_every_type_a_party_exchanges_has_a_mapping() -> None:
 def test_repeated_text_elements_all_travel() -> None:
     mapping = MAPPINGS.get("be-fed-ibz", "to-canonical", "residence.decided")
     source = parse_xml((mapping.path.parent / "residence.decided.input.xml").read_bytes())
-    out = mapping.apply(source, {"sender": "be-fed-ibz", "receiver": "", "traceId": "t",
-                                 "receivedAt": "2026-11-27T10:00:00Z"})
+    out = mapping.apply(
+        source,
+        {
+            "sender": "be-fed-ibz",
+            "receiver": "",
+            "traceId": "t",
+            "receivedAt": "2026-11-27T10:00:00Z",
+        },
+    )
     reasons = out.findall(".//{urn:be:guichet:canonical:1}reason")
     assert len(reasons) == 2
 
@@ -57,14 +64,22 @@ def test_unmapped_code_is_an_error_never_a_pass_through() -> None:
     assert decision is not None
     decision.set("code", "99")  # not an annex the code list knows
     with pytest.raises(MappingError) as caught:
-        mapping.apply(source, {"sender": "be-fed-ibz", "receiver": "", "traceId": "t",
-                               "receivedAt": "2026-11-27T10:00:00Z"})
+        mapping.apply(
+            source,
+            {
+                "sender": "be-fed-ibz",
+                "receiver": "",
+                "traceId": "t",
+                "receivedAt": "2026-11-27T10:00:00Z",
+            },
+        )
     assert caught.value.code == "mapping.unmapped-code"
     assert "'99'" in caught.value.detail
     assert caught.value.path
 
 
 # --- load-time checks ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
@@ -84,7 +99,7 @@ IBZ_RESIDENCE = "mappings/be-fed-ibz/to-canonical/residence.decided.toml"
 
 def _first_rule_from(path: Path) -> str:
     for line in path.read_text().splitlines():
-        if line.startswith("from = \"") and "$" not in line:
+        if line.startswith('from = "') and "$" not in line:
             return line
     raise AssertionError("no source path")
 
@@ -107,18 +122,27 @@ def test_broken_mappings_are_refused_at_load_naming_file_and_rule(
     codelists = home / "mappings/be-fed-ibz/codelists.toml"
     if breakage == "source path":
         line = _first_rule_from(ibz)
-        _edit(ibz, line, line[:-1] + "Inexistant\"")
+        _edit(ibz, line, line[:-1] + 'Inexistant"')
     elif breakage == "required target":
-        _edit(ibz, 'to = "c:residenceDecided/c:decisionDate"', 'to = "c:residenceDecided/c:validFrom"')
+        _edit(
+            ibz, 'to = "c:residenceDecided/c:decisionDate"', 'to = "c:residenceDecided/c:validFrom"'
+        )
     elif breakage == "code list entry":
         _edit(codelists, '"46" = ', '"4600" = ')
     elif breakage == "code list value":
         _edit(codelists, '"46" = "granted"', '"46" = "maybe"')
     elif breakage == "code list reversal":
-        _edit(codelists, 'RECEVABLE = "admissible"', 'RECEVABLE = "admissible"\nPROVISOIRE = "admissible"')
+        _edit(
+            codelists,
+            'RECEVABLE = "admissible"',
+            'RECEVABLE = "admissible"\nPROVISOIRE = "admissible"',
+        )
     else:
-        _edit(ibz, 'to = "c:residenceDecided/c:decisionDate"',
-              'to = "c:residenceDecided/c:decisionDate"\nfrm = "x"')
+        _edit(
+            ibz,
+            'to = "c:residenceDecided/c:decisionDate"',
+            'to = "c:residenceDecided/c:decisionDate"\nfrm = "x"',
+        )
     with pytest.raises(ConfigurationError) as caught:
         MappingSet.load(home)
     assert message in str(caught.value)
@@ -128,7 +152,7 @@ def test_broken_mappings_are_refused_at_load_naming_file_and_rule(
 # --- the JSON binding -------------------------------------------------------------------------
 
 JSON_FILES = sorted(
-    [p for p in (HOME / "mappings").rglob("*.json")]
+    list((HOME / "mappings").rglob("*.json"))
     + [p for p in (HOME / "examples").rglob("*.json") if "invalid" not in p.name]
 )
 
@@ -148,14 +172,17 @@ def test_json_binding_agrees_with_xmlschema(path: Path) -> None:
 
 
 def test_json_validation_error_is_a_json_pointer() -> None:
-    from gateway.pipeline import InboundMessage, validate
     from gateway.errors import SchemaValidationError
+    from gateway.pipeline import InboundMessage, validate
     from gateway.xml import DEFAULT_LIMITS
 
     body = (HOME / "examples/be-platform/application.submitted.invalid-schema.json").read_bytes()
     with pytest.raises(SchemaValidationError) as caught:
-        validate(InboundMessage("be-platform", body, "application/json", "rest", "t", "now"),
-                 MAPPINGS, DEFAULT_LIMITS)
+        validate(
+            InboundMessage("be-platform", body, "application/json", "rest", "t", "now"),
+            MAPPINGS,
+            DEFAULT_LIMITS,
+        )
     assert caught.value.path is not None
     assert caught.value.path.startswith("/application/")
     pointer = caught.value.path.strip("/").split("/")
@@ -182,5 +209,7 @@ def test_json_binding_round_trips(title: str, city: str, extra_sites: int) -> No
 
 
 def test_xmlschema_components_available() -> None:
-    assert isinstance(next(iter(MAPPINGS.party("be-platform").schema.files.values())).components,
-                      xmlschema.XMLSchema10)
+    assert isinstance(
+        next(iter(MAPPINGS.party("be-platform").schema.files.values())).components,
+        xmlschema.XMLSchema10,
+    )

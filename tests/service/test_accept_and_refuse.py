@@ -190,7 +190,14 @@ def _wrong_destination() -> bytes:
     return json.dumps(fresh_application(recipient="be-fed-ibz")).encode()
 
 
+def _control_character() -> bytes:
+    body = fresh_application()
+    body["application"]["applicant"]["birth"]["place"] = "Chen\u0000nai"
+    return json.dumps(body).encode()
+
+
 REFUSALS = [
+    ("control character in a string", _control_character, JSON, 400, "json.malformed", None),
     ("malformed JSON", lambda: b'{"header": ', JSON, 400, "json.malformed", None),
     (
         "duplicate key",
