@@ -47,7 +47,6 @@ from gateway.errors import (
     GatewayError,
     InboundError,
     ParseError,
-    UnknownMessageTypeError,
     UnsupportedMediaTypeError,
     problem_of,
 )
@@ -183,7 +182,6 @@ class OfficeProfile:
     correlation: FieldPath
     sent_at: FieldPath | None
     trace: FieldPath | None
-    received_types: Mapping[str, str]  # the party's type value → canonical, for types it RECEIVES
     respond: Mapping[str, tuple[str, ...]]  # received canonical type → types it sends back
     content_type: str
     wsdl: str | None = None  # its own service (SOAP parties), under schemas/<schema id>/
@@ -215,7 +213,6 @@ def load_profiles(path: Path, mappings: MappingSet) -> dict[str, OfficeProfile]:
                 correlation=FieldPath.parse(entry["correlation"], namespaces),
                 sent_at=FieldPath.parse(sent_at, namespaces) if sent_at else None,
                 trace=FieldPath.parse(trace, namespaces) if trace else None,
-                received_types=dict(entry.get("received_types", {})),
                 respond={rule["on"]: tuple(rule["send"]) for rule in entry.get("respond", [])},
                 content_type=entry.get(
                     "content_type", _MEDIA_TYPES.get(party_format.format, "application/xml")
@@ -460,15 +457,7 @@ class BackOffice:
         )
 
     def _message_type(self, element: etree._Element) -> str:
-        try:
-            return self.format.message_type(element)
-        except UnknownMessageTypeError:
-            # party.toml lists the types a party SENDS; the sandbox receives the others.
-            raw = self.format.type_xpath(element)
-            value = str(raw).strip() if not isinstance(raw, list) else ""
-            if value in self.profile.received_types:
-                return self.profile.received_types[value]
-            raise
+        return self.format.message_type(element)
 
     def _answer(self, received: Received, content: bytes, make: Callable[[], Response]) -> Response:
         """Record ``received`` and answer it, or answer a duplicate as its first time.
