@@ -108,7 +108,10 @@ def _run(args: argparse.Namespace) -> int:
 
         config = HubConfig.load(_settings(args.data_dir))
         from gateway.certs import DevPki
+        from gateway.errors import ConfigurationError
 
+        if not config.database.is_file():
+            raise ConfigurationError(f"no evidence store at {config.database}")
         pki = DevPki.at(config.pki_dir)
         signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
         store = SqliteStore(config.database)
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except GatewayError as error:
         print(f"guichet: {error.code}: {error.detail}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a missing or existing file the operator named: no traceback
+        where = f": {error.filename}" if error.filename else ""
+        print(f"guichet: {error.strerror or error}{where}", file=sys.stderr)
         return 1
 
 

@@ -207,3 +207,41 @@ def test_the_demo_command_exits_0_and_shows_the_case(tmp_path: Path) -> None:
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _soap(live: RunningHub, payload: bytes) -> bytes:
+    envelope = (
+        f'<soap:Envelope xmlns:soap="{SOAP11_NS}"><soap:Body>'.encode()
+        + payload
+        + b"</soap:Body></soap:Envelope>"
+    )
+    with live.client("be-fed-ibz") as client:
+        response = client.post(
+            "/soap/v1", content=envelope, headers={"Content-Type": "text/xml; charset=utf-8"}
+        )
+    assert response.status_code == 500
+    fault = parse_xml(response.content)
+    return str(
+        fault.xpath("string(//h:problem/h:code)", namespaces={"h": "urn:be:guichet:hub:1"})
+    ).encode()
+
+
+def test_soap_payload_in_a_foreign_namespace_is_refused(live: RunningHub) -> None:
+    assert _soap(live, b'<x:DecisionSejour xmlns:x="urn:example:other"/>') == (
+        b"schema.wrong-namespace"
+    )
+
+
+def test_soap_payload_that_is_no_message_type_is_refused(live: RunningHub) -> None:
+    # Valid against the Immigration Office's schema, but an acknowledgement, not a message.
+    ack = (
+        b'<ibz:AccuseReception xmlns:ibz="urn:be:fgov:ibz:guichet:1">'
+        b"<ibz:IdMessage>3f6c2a1e-8b4d-4c7a-9e21-5d0b7f3a9c14</ibz:IdMessage>"
+        b"<ibz:DateReception>2026-11-27T10:00:00Z</ibz:DateReception></ibz:AccuseReception>"
+    )
+    assert _soap(live, ack) == b"message.unknown-type"
+
+
+def test_soap_message_of_a_type_the_party_may_not_send(live: RunningHub) -> None:
+    golden = HOME / "mappings/be-fed-ibz/from-canonical/admissibility.decided.expected.xml"
+    assert _soap(live, golden.read_bytes().split(b"?>", 1)[-1]) == b"authz.type-not-allowed"
