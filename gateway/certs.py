@@ -154,7 +154,9 @@ def init_dev_pki(
 
     pki = DevPki.at(directory)
     if not force and (pki.ca_cert.exists() or pki.ca_key.exists()):
-        raise FileExistsError(f"a CA already exists in {directory}; replace it with --force (force=True)")
+        raise FileExistsError(
+            f"a CA already exists in {directory}; replace it with --force (force=True)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
 
     start = (now or datetime.now(UTC)) - _BACKDATE

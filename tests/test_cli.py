@@ -17,21 +17,40 @@ from tests.conftest import HOME
 def guichet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
-        cwd=HOME, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=HOME,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def test_certs_init_writes_a_pki_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
     first = guichet("certs", "init", "--dir", str(tmp_path / "pki"))
     assert first.returncode == 0, first.stderr
-    for name in ("ca.pem", "hub.pem", "hub-signing.pem", "be-platform.pem", "be-fed-ibz.pem",
-                 "be-vlg-wse.pem", "role-operator.pem", "role-auditor.pem"):
+    for name in (
+        "ca.pem",
+        "hub.pem",
+        "hub-signing.pem",
+        "be-platform.pem",
+        "be-fed-ibz.pem",
+        "be-vlg-wse.pem",
+        "role-operator.pem",
+        "role-auditor.pem",
+    ):
         assert (tmp_path / "pki" / name).is_file(), name
     assert oct((tmp_path / "pki" / "be-platform.key").stat().st_mode & 0o777) == "0o600"
     verify = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "pki/ca.pem"),
-         str(tmp_path / "pki/be-vlg-wse.pem")],
-        capture_output=True, text=True, check=False,
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(tmp_path / "pki/ca.pem"),
+            str(tmp_path / "pki/be-vlg-wse.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     again = guichet("certs", "init", "--dir", str(tmp_path / "pki"))
@@ -49,7 +68,10 @@ def test_sandbox_command_serves_the_back_offices(tmp_path: Path) -> None:
     assert guichet("certs", "init", "--dir", str(tmp_path)).returncode == 0
     with subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "sandbox", "--pki", str(tmp_path), "--no-respond"],
-        cwd=HOME, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=HOME,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     ) as process:
         _serve_and_check(process, tmp_path)
     assert process.returncode == 0
@@ -71,7 +93,8 @@ def _serve_and_check(process: subprocess.Popen[str], tmp_path: Path) -> None:
         pki = DevPki.at(tmp_path)
         with httpx.Client(verify=client_ssl_context(pki.hub), timeout=10) as client:
             response = client.post(
-                f"{endpoints['be-vlg-wse']}/messages", content=b'{"kop": {}}',
+                f"{endpoints['be-vlg-wse']}/messages",
+                content=b'{"kop": {}}',
                 headers={"Content-Type": "application/json", "Idempotency-Key": "k1"},
             )
         assert response.status_code == 422

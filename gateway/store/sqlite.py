@@ -319,9 +319,13 @@ class SqliteStore:
 
     def outbox_depth(self) -> int:
         """Deliveries not finished yet (pending, delivering or retrying)."""
-        row = self._reader().execute(
-            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'delivering', 'retrying')"
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'delivering', 'retrying')"
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def payload(self, sha256: str) -> bytes | None:
