@@ -319,14 +319,10 @@ class SqliteStore:
 
     def outbox_depth(self) -> int:
         """Deliveries not finished yet (pending, delivering or retrying)."""
-        row = (
-            self._reader()
-            .execute(
-                "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'delivering', 'retrying')"
-            )
-            .fetchone()
+        unfinished = (
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'delivering', 'retrying')"
         )
-        return int(row[0])
+        return int(self._reader().execute(unfinished).fetchone()[0])
 
     def payload(self, sha256: str) -> bytes | None:
         row = (
