@@ -58,6 +58,10 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+def _format(protocol: str, content_type: str) -> str:
+    return "SOAP 1.1" if protocol == "soap11" else content_type.split(";", maxsplit=1)[0]
+
+
 def run_demo(data_dir: Path | None, out: TextIO, timeout: float = 40.0) -> DemoResult:
     with tempfile.TemporaryDirectory(prefix="guichet-demo-") as scratch:
         directory = data_dir or Path(scratch)
@@ -100,7 +104,7 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
         leaf = hub.store.leaves(row.leaf_index, row.leaf_index + 1)[0]
         record = json.loads(leaf.record)
         inbound = record["inbound"]
-        fmt = {"soap11": "SOAP 1.1"}.get(inbound["transport"], inbound["contentType"])
+        fmt = _format(inbound["transport"], inbound["contentType"])
         out.write(
             f"{row.received_at}  {row.sender} ─▶ {', '.join(record['receivers'])}\n"
             f"    {row.type}  id {row.id}  trace {row.trace_id}\n"
@@ -114,8 +118,9 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
         ):
             deliveries += 1
             delivered += delivery.state == "delivered"
+            protocol = hub.parties[delivery.receiver].protocol
             out.write(
-                f"    out: {delivery.receiver:<12} {out_record['contentType'].split(';')[0]:<17}"
+                f"    out: {delivery.receiver:<12} {_format(protocol, out_record['contentType']):<17}"
                 f" valid against {out_record['schema']['id']:<12} {delivery.state}"
                 f" {delivery.delivered_at or ''} (attempt {delivery.attempts})\n"
             )

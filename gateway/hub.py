@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters import Adapter, ReceiverConfig, load_adapter
 from gateway import evidence
@@ -73,6 +73,11 @@ class Metrics:
             "Time from receipt to sealed, accepted messages",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.outbox_depth = Gauge(
+            "guichet_outbox_depth",
+            "Deliveries not finished (pending, delivering, retrying)",
+            registry=self.registry,
         )
         self.deliveries = Counter(
             "guichet_deliveries",

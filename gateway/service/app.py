@@ -378,6 +378,7 @@ def create_app(hub: Hub) -> FastAPI:
     @app.get("/metrics", response_model=None)
     async def metrics(request: Request) -> Response:
         _identity(request, hub)
+        hub.metrics.outbox_depth.set(hub.store.outbox_depth())
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

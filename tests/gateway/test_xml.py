@@ -83,3 +83,13 @@ def test_not_a_soap_envelope() -> None:
     with pytest.raises(ParseError) as caught:
         soap_payload(parse_xml(b"<Envelope/>"))
     assert caught.value.code == "soap.malformed"
+
+
+def test_every_error_code_is_documented() -> None:
+    from pathlib import Path
+
+    from gateway.errors import PROBLEMS
+
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "errors.md").read_text()
+    for code, problem in PROBLEMS.items():
+        assert f"| `{code}` | {problem.status} |" in documented, code

@@ -366,3 +366,7 @@ def test_metrics_and_readiness(quiet_hub: RunningHub) -> None:
         'guichet_messages_total{outcome="accepted",sender="be-platform",type="application.submitted"}'
         in metrics
     )
+    # Deliveries are paused in this hub: every accepted message waits in the outbox.
+    depth = quiet_hub.hub.store.outbox_depth()
+    assert depth > 0
+    assert f"guichet_outbox_depth {float(depth)}" in metrics
