@@ -118,9 +118,9 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
         ):
             deliveries += 1
             delivered += delivery.state == "delivered"
-            protocol = hub.parties[delivery.receiver].protocol
+            wire = _format(hub.parties[delivery.receiver].protocol, out_record["contentType"])
             out.write(
-                f"    out: {delivery.receiver:<12} {_format(protocol, out_record['contentType']):<17}"
+                f"    out: {delivery.receiver:<12} {wire:<17}"
                 f" valid against {out_record['schema']['id']:<12} {delivery.state}"
                 f" {delivery.delivered_at or ''} (attempt {delivery.attempts})\n"
             )
