@@ -169,6 +169,8 @@ class CompiledMapping:
     target_root: str
     xslt: etree.XSLT = field(repr=False, compare=False)
     stylesheet: bytes = field(repr=False, compare=False)
+    # canonical path → party path, for the plain one-to-one rules (no group, no parameter)
+    fields: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def apply(self, source: etree._Element, params: Mapping[str, str]) -> etree._Element:
         """Transform a source element; raise ``MappingError`` on a code with no mapping."""
@@ -612,6 +614,14 @@ class MappingSet:
                 f"no mapping for {party} to {verb} {message_type}", code="mapping.no-mapping"
             ) from None
 
+    def party_field(self, party: str, canonical_path: str) -> str | None:
+        """Where a canonical field sits in a party's format, as its mappings say (the path in
+        the party's XML form, with the prefixes of its party.toml)."""
+        for (owner, _, _), mapping in sorted(self.mappings.items()):
+            if owner == party and canonical_path in mapping.fields:
+                return mapping.fields[canonical_path]
+        return None
+
     def party(self, party: str) -> PartyFormat:
         try:
             return self.parties[party]
@@ -722,8 +732,16 @@ def _compile_file(
         xslt = etree.XSLT(etree.fromstring(stylesheet))
     except (etree.XSLTParseError, etree.XMLSyntaxError) as exc:
         raise ConfigurationError(f"{path}: compiled stylesheet rejected: {exc}") from exc
+    plain = [r for r in rules if r.each is None and len(r.sources) == 1 and r.sources[0][0] != "$"]
+    fields = {
+        ("/".join(r.to) if direction == "to-canonical" else r.sources[0]): (
+            r.sources[0] if direction == "to-canonical" else "/".join(r.to)
+        )
+        for r in plain
+    }
     return CompiledMapping(
         party=party.party,
+        fields=fields,
         direction=direction,
         message_type=message_type,
         path=path,

@@ -204,13 +204,23 @@ def load_profiles(path: Path, mappings: MappingSet) -> dict[str, OfficeProfile]:
     for party, entry in data.get("office", {}).items():
         party_format = mappings.party(party)
         namespaces = party_format.namespaces
+
+        def where(
+            key: str, canonical: str, entry: Mapping[str, Any] = entry, party: str = party
+        ) -> str | None:
+            # The envelope's fields sit where the party's own mappings put them; sandbox.toml
+            # only overrides.
+            return entry.get(key) or mappings.party_field(party, f"c:envelope/c:{canonical}")
+
         try:
-            sent_at, trace = entry.get("sent_at"), entry.get("trace")
+            sent_at, trace = where("sent_at", "time"), where("trace", "traceId")
             profiles[party] = OfficeProfile(
                 party=party,
-                message_id=FieldPath.parse(entry["message_id"], namespaces),
-                subject=FieldPath.parse(entry["subject"], namespaces),
-                correlation=FieldPath.parse(entry["correlation"], namespaces),
+                message_id=FieldPath.parse(where("message_id", "id") or "", namespaces),
+                subject=FieldPath.parse(where("subject", "subject") or "", namespaces),
+                correlation=FieldPath.parse(
+                    where("correlation", "correlationId") or "", namespaces
+                ),
                 sent_at=FieldPath.parse(sent_at, namespaces) if sent_at else None,
                 trace=FieldPath.parse(trace, namespaces) if trace else None,
                 respond={rule["on"]: tuple(rule["send"]) for rule in entry.get("respond", [])},
