@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--pki", type=Path, required=True, help="folder of `guichet certs init`")
     sandbox.add_argument("--hub-url", default=None, help="where replies are sent")
     sandbox.add_argument("--no-respond", action="store_true", help="record only, never reply")
+    sandbox.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="listen on free ports, not on the endpoints of parties.toml",
+    )
 
     mappings = commands.add_parser("mappings", help="schemas and mappings")
     mappings_cmd = mappings.add_subparsers(dest="mappings_command", required=True)
@@ -132,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     import signal
     import threading
+    from urllib.parse import urlsplit
 
     from gateway.certs import DevPki
     from gateway.config import HubConfig
@@ -140,6 +146,13 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     config = HubConfig.load(_settings(None))
     mappings = MappingSet.load(config.home)
+    # By default each office listens where parties.toml says the hub will deliver to it, so
+    # `guichet serve` and `guichet sandbox` work together as they are.
+    ports = (
+        {}
+        if args.free_ports
+        else {p.id: urlsplit(p.endpoint).port or 443 for p in config.parties.parties.values()}
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Sandbox(
@@ -149,6 +162,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         config.home / "examples",
         hub_url=args.hub_url,
         respond=not args.no_respond,
+        ports=ports,
     ) as sandbox:
         for party, url in sandbox.endpoints.items():
             print(f"{party:<12} {url}", flush=True)

@@ -683,7 +683,9 @@ class Sandbox:
         *,
         hub_url: str | None = None,
         respond: bool = True,
+        ports: Mapping[str, int] | None = None,
     ) -> None:
+        """``ports``: where each office listens (default: a free port each)."""
         profiles = load_profiles(examples_dir / PROFILES_FILE, mappings)
         self.offices: dict[str, BackOffice] = {}
         self._servers: dict[str, ServerThread] = {}
@@ -700,7 +702,8 @@ class Sandbox:
                 respond=respond,
             )
             self.offices[party] = office
-            self._servers[party] = ServerThread(office.app, tls=identity)
+            port = (ports or {}).get(party, 0)
+            self._servers[party] = ServerThread(office.app, tls=identity, port=port)
         self._hub_url = hub_url
         self.endpoints: dict[str, str] = {}
 

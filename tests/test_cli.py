@@ -67,7 +67,16 @@ def test_mappings_check_passes_on_the_repository() -> None:
 def test_sandbox_command_serves_the_back_offices(tmp_path: Path) -> None:
     assert guichet("certs", "init", "--dir", str(tmp_path)).returncode == 0
     with subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "sandbox", "--pki", str(tmp_path), "--no-respond"],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "sandbox",
+            "--pki",
+            str(tmp_path),
+            "--no-respond",
+            "--free-ports",
+        ],
         cwd=HOME,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -26,7 +26,8 @@ _LOOPBACK = "127.0.0.1"
 
 
 class ServerThread:
-    """An ASGI app served on a free loopback port from a background thread.
+    """An ASGI app served on a loopback port (a free one unless ``port`` is given) from a
+    background thread.
 
     ``with ServerThread(app, tls=pki.hub) as server: httpx.get(server.url + "/health", ...)``
     """
@@ -36,10 +37,12 @@ class ServerThread:
         app: ASGIApp,
         *,
         tls: TlsFiles | None = None,
+        port: int = 0,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
     ) -> None:
         self._tls = tls
+        self._requested_port = port
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         # log_config=None: the host process (tests, the hub) owns logging; uvicorn must not
@@ -67,7 +70,9 @@ class ServerThread:
         # Bound here, before the thread runs, so the port is known and no other process can
         # take it between choosing and listening (port 0: the OS picks a free one).
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind((_LOOPBACK, 0))
+        if self._requested_port:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((_LOOPBACK, self._requested_port))
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},
