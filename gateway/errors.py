@@ -170,6 +170,7 @@ PROBLEMS: dict[str, Problem] = {
     "json.wrong-kind": Problem(400, "JSON value of the wrong kind", "Client"),
     "json.too-deep": Problem(400, "JSON nested too deeply", "Client"),
     "soap.malformed": Problem(400, "Not a SOAP 1.1 envelope", "Client"),
+    "soap.action-mismatch": Problem(400, "SOAPAction does not match the payload", "Client"),
     "schema.invalid": Problem(422, "Message invalid against its schema", "Client"),
     "schema.wrong-namespace": Problem(
         422, "Message root element not of the party's schema", "Client"

@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters import Adapter, ReceiverConfig, load_adapter
+from adapters.soap import Wsdl
 from gateway import evidence
 from gateway.certs import DevPki, TlsFiles
 from gateway.config import HubConfig, PartyRegistry
@@ -110,6 +111,7 @@ class Hub:
         self.tls = tls
         self.adapters = adapters
         self.metrics = Metrics()
+        self.soap_actions: dict[str, dict[str, str]] = {}
         self.limits = ParserLimits(
             max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
         )
@@ -161,6 +163,7 @@ class Hub:
         hub = cls(
             config, parties, mappings, store, signer, _person_key(config.data_dir), tls, adapters
         )
+        hub.soap_actions = _soap_actions(config, parties, mappings)
         hub.record_configuration()
         return hub
 
@@ -221,6 +224,20 @@ class Hub:
             )
         )
         return checkpoint
+
+
+def _soap_actions(
+    config: HubConfig, parties: PartyRegistry, mappings: MappingSet
+) -> dict[str, dict[str, str]]:
+    """For each SOAP party, the SOAPAction its hub WSDL gives each payload element it sends."""
+    actions: dict[str, dict[str, str]] = {}
+    for party in parties.parties.values():
+        if party.hub_wsdl is None:
+            continue
+        folder = config.home / "schemas" / mappings.party(party.id).schema.schema_id
+        wsdl = Wsdl.load(folder / party.hub_wsdl, root=folder.parent)
+        actions[party.id] = {tag: op.soap_action for tag, op in wsdl.operations.items()}
+    return actions
 
 
 def _person_key(data_dir: Path) -> bytes:

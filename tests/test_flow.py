@@ -245,3 +245,18 @@ def test_soap_payload_that_is_no_message_type_is_refused(live: RunningHub) -> No
 def test_soap_message_of_a_type_the_party_may_not_send(live: RunningHub) -> None:
     golden = HOME / "mappings/be-fed-ibz/from-canonical/admissibility.decided.expected.xml"
     assert _soap(live, golden.read_bytes().split(b"?>", 1)[-1]) == b"authz.type-not-allowed"
+
+
+def test_soap_action_must_match_the_payload(live: RunningHub) -> None:
+    envelope = (EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes()
+    with live.client("be-fed-ibz") as client:
+        response = client.post(
+            "/soap/v1",
+            content=envelope,
+            headers={
+                "Content-Type": "text/xml; charset=utf-8",
+                "SOAPAction": '"urn:be:fgov:ibz:guichet:1/TransmettreStatut"',
+            },
+        )
+    assert response.status_code == 500
+    assert b"soap.action-mismatch" in response.content

@@ -26,6 +26,7 @@ from gateway.errors import (
     GatewayError,
     InboundError,
     NotFoundError,
+    ParseError,
     PayloadTooLargeError,
     problem_of,
 )
@@ -194,13 +195,28 @@ def _receipt_xml(receipt: Receipt) -> bytes:
     ).encode()
 
 
-async def accept(hub: Hub, inbound: pipeline.InboundMessage) -> Receipt:
+def _check_soap_action(hub: Hub, validated: pipeline.ValidatedMessage, action: str | None) -> None:
+    """A SOAPAction, when given, must be the one the hub's WSDL gives this payload (WS-I BP)."""
+    if not action or not action.strip('"'):
+        return
+    expected = hub.soap_actions.get(validated.inbound.sender, {}).get(validated.element.tag)
+    if expected is not None and action.strip('"') != expected:
+        raise ParseError(
+            f'SOAPAction {action} does not match the payload, whose action is "{expected}"',
+            code="soap.action-mismatch",
+        )
+
+
+async def accept(
+    hub: Hub, inbound: pipeline.InboundMessage, soap_action: str | None = None
+) -> Receipt:
     """Run the pipeline on one inbound message; seal it, or seal its rejection and raise."""
     started = time.perf_counter()
     message_type = "unknown"
     try:
         validated = pipeline.validate(inbound, hub.mappings, hub.limits)
         message_type = validated.message_type
+        _check_soap_action(hub, validated, soap_action)
         authorised = pipeline.authorise(validated, hub.parties)
         canonical = pipeline.to_canonical(authorised, hub.mappings)
         routed = pipeline.route(canonical, hub.parties, hub.mappings, _Lookup(hub))
@@ -299,7 +315,7 @@ def create_app(hub: Hub) -> FastAPI:
             trace_id=request.state.trace_id,
             received_at=iso(utc_now()),
         )
-        receipt = await accept(hub, inbound)
+        receipt = await accept(hub, inbound, request.headers.get("soapaction"))
         return Response(_receipt_xml(receipt), media_type="text/xml; charset=utf-8")
 
     @app.get("/soap/v1", response_model=None)
