@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import GatewayError, StoreError
+from gateway.errors import StoreError
 from gateway.store import DeliveryRow, LeafRow, MessageRow
 
 __all__ = ["SqliteStore", "migrations"]
@@ -188,6 +188,12 @@ def _message(conn: sqlite3.Connection, message_id: str) -> MessageRow | None:
 _Job = tuple[Callable[[Any], Any], concurrent.futures.Future[Any]]
 
 
+def _fail(batch: list[_Job], error: StoreError) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
 class SqliteStore:
     """SQLite store. All writes go through one writer thread, batched into shared commits."""
 
@@ -197,7 +203,10 @@ class SqliteStore:
         self._writer_conn = _connect(path)
         self.migrate()
         self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="guichet-store-writer", daemon=True)
         self._thread.start()
 
@@ -230,14 +239,18 @@ class SqliteStore:
 
     # -- writes -----------------------------------------------------------------------------------
     def write(self, work: Callable[[Any], T]) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((work, future))
-        return future.result()
+        """Run a unit of work in the writer's next transaction; its result once committed."""
+        return self._submit(work).result()
 
     async def write_async(self, work: Callable[[Any], T]) -> T:
+        return await asyncio.wrap_future(self._submit(work))
+
+    def _submit(self, work: Callable[[Any], T]) -> concurrent.futures.Future[T]:
+        if self._closed or not self._thread.is_alive():
+            raise StoreError("the store is closed")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._jobs.put((work, future))
-        return await asyncio.wrap_future(future)
+        return future
 
     def _run(self) -> None:
         conn = self._writer_conn
@@ -245,7 +258,7 @@ class SqliteStore:
         while True:
             first = self._jobs.get()
             if first is None:
-                return
+                break
             batch = [first]
             while len(batch) < _MAX_BATCH:
                 try:
@@ -256,10 +269,25 @@ class SqliteStore:
                     self._jobs.put(None)
                     break
                 batch.append(job)
-            self._commit(conn, unit, batch)
+            # A submitter that gave up (a cancelled request) is skipped; nothing else is.
+            live = [job for job in batch if job[1].set_running_or_notify_cancel()]
+            try:
+                self._commit(conn, unit, live)
+            except BaseException as exc:  # noqa: BLE001 - the writer must outlive any unit
+                _fail(live, StoreError(f"store write failed: {exc!r}"))
+        # Closing: whoever is still queued learns it, rather than waiting forever.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job[1].set_running_or_notify_cancel():
+                job[1].set_exception(StoreError("the store is closed"))
 
     def _commit(self, conn: sqlite3.Connection, unit: _SqliteUnit, batch: list[_Job]) -> None:
-        results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        if not batch:
+            return
+        results: list[tuple[concurrent.futures.Future[Any], BaseException | None, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for work, future in batch:
@@ -269,33 +297,34 @@ class SqliteStore:
                 except Exception as exc:  # noqa: BLE001 - handed to the submitter
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")
-                    results.append((future, False, exc))
+                    if isinstance(exc, sqlite3.Error):
+                        exc = StoreError(f"store write failed: {exc}")
+                    results.append((future, exc, None))
                 else:
                     conn.execute("RELEASE unit")
-                    results.append((future, True, value))
+                    results.append((future, None, value))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = StoreError(f"store write failed: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _fail(batch, StoreError(f"store write failed: {exc}"))
             return
-        for future, ok, value in results:
-            if ok:
+        for future, error, value in results:
+            if error is None:
                 future.set_result(value)
             else:
-                future.set_exception(
-                    value if isinstance(value, GatewayError | Exception) else RuntimeError(value)
-                )
+                future.set_exception(error)
 
     # -- reads ------------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            if self._closed:
+                raise StoreError("the store is closed")
             conn = _connect(self.path)
             self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
         return conn
 
     def message(self, message_id: str) -> MessageRow | None:
@@ -360,6 +389,15 @@ class SqliteStore:
         self._reader().execute("SELECT 1").fetchone()
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer, close every connection."""
+        if self._closed:
+            return
+        self._closed = True
         self._jobs.put(None)
-        self._thread.join(timeout=10)
-        self._writer_conn.close()
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._writer_conn.close()
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
