@@ -97,7 +97,7 @@ class BaseAdapter:
             outcome, status, response, detail = self._send(outbound)
         except httpx.TimeoutException as exc:
             outcome, status, response, detail = "failed", None, b"", f"timeout: {exc!r}"
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             outcome, status, response, detail = "failed", None, b"", f"transport: {exc!r}"
         elapsed = (time.perf_counter() - started) * 1000
         log.info(

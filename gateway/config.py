@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 2 * 1024 * 1024
     max_depth: int = 48
     delivery_workers: int = 4
-    delivery_max_attempts: int = 5
+    delivery_max_attempts: int = 100
+    delivery_max_age_s: float = 48 * 3600.0  # then a delivery is dead-lettered, never dropped
     delivery_backoff_s: float = 0.5
+    delivery_backoff_cap_s: float = 900.0
     checkpoint_every: int = 1000
     log_level: str = "info"
 

@@ -121,7 +121,9 @@ class Hub:
             signer,
             RetryPolicy(
                 max_attempts=config.settings.delivery_max_attempts,
+                max_age_s=config.settings.delivery_max_age_s,
                 backoff_s=config.settings.delivery_backoff_s,
+                backoff_cap_s=config.settings.delivery_backoff_cap_s,
             ),
             workers=config.settings.delivery_workers,
             on_outcome=lambda receiver, state: self.metrics.deliveries.labels(

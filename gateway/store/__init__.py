@@ -76,13 +76,17 @@ class UnitOfWork(Protocol):
     def finish_delivery(
         self,
         delivery_id: int,
+        attempt: int,
         state: str,
         *,
         status: int | None,
         error: str | None,
         next_attempt_at: str,
         delivered_at: str | None,
-    ) -> None: ...
+    ) -> bool:
+        """Record an outcome if the row is still this attempt's claim; False if it is not."""
+        ...
+
     def touch_case(
         self, subject: str, parties: list[str], region: str | None, now: str
     ) -> None: ...

@@ -109,18 +109,21 @@ class _SqliteUnit:
     def finish_delivery(
         self,
         delivery_id: int,
+        attempt: int,
         state: str,
         *,
         status: int | None,
         error: str | None,
         next_attempt_at: str,
         delivered_at: str | None,
-    ) -> None:
-        self.conn.execute(
+    ) -> bool:
+        cursor = self.conn.execute(
             "UPDATE deliveries SET state = ?, last_status = ?, last_error = ?,"
-            " next_attempt_at = ?, delivered_at = ?, lease_until = NULL WHERE id = ?",
-            (state, status, error, next_attempt_at, delivered_at, delivery_id),
+            " next_attempt_at = ?, delivered_at = ?, lease_until = NULL"
+            " WHERE id = ? AND state = 'delivering' AND attempts = ?",
+            (state, status, error, next_attempt_at, delivered_at, delivery_id, attempt),
         )
+        return cursor.rowcount == 1
 
     def touch_case(self, subject: str, parties: list[str], region: str | None, now: str) -> None:
         row = self.conn.execute(
