@@ -99,6 +99,7 @@ class Route:
 class PartyRegistry:
     parties: Mapping[str, Party]
     routes: tuple[Route, ...]
+    source: bytes = field(default=b"", repr=False, compare=False)  # parties.toml as read
 
     def __getitem__(self, party_id: str) -> Party:
         return self.parties[party_id]
@@ -127,9 +128,9 @@ class PartyRegistry:
 
 def load_parties(path: Path) -> PartyRegistry:
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        source = path.read_bytes()
+        data = tomllib.loads(source.decode())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
     parties: dict[str, Party] = {}
     for party_id, entry in data.get("parties", {}).items():
@@ -150,7 +151,7 @@ def load_parties(path: Path) -> PartyRegistry:
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc
     routes = tuple(_route(entry, parties, path) for entry in data.get("routes", []))
-    return PartyRegistry(parties, routes)
+    return PartyRegistry(parties, routes, source)
 
 
 def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -> Route:

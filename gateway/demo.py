@@ -110,7 +110,7 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
             f"    {row.type}  id {row.id}  trace {row.trace_id}\n"
             f"    in:  {fmt}, valid against {inbound['schema']['id']} "
             f"(sha256 {inbound['schema']['sha256'][:12]}…) → canonical "
-            f"(mapping {record['canonical']['mapping']['file']})\n"
+            f"(mapping {record['canonical']['mapping'][0]['file']})\n"
             f"    sealed as leaf #{row.leaf_index} (hash {leaf.leaf_hash.hex()[:16]}…, signed)\n"
         )
         for out_record, delivery in zip(

@@ -182,16 +182,15 @@ class Hub:
     def record_configuration(self) -> None:
         """Seal the set of parties, schemas and mappings in force, and keep every file's bytes."""
         home = self.config.home
-        files: dict[str, str] = dict(self.mappings.files)
-        contents: dict[str, bytes] = {}
+        # The bytes that were loaded, checked and compiled — never read again from disk.
+        contents: dict[str, bytes] = dict(self.mappings.sources)
         for schema in self.mappings.catalog:
             for schema_file in schema.files.values():
-                relative = str(schema_file.path.resolve().relative_to(home))
-                files[relative] = schema_file.sha256
-        parties_path = home / "parties.toml"
-        files["parties.toml"] = hashlib.sha256(parties_path.read_bytes()).hexdigest()
-        for relative in files:
-            contents[relative] = (home / relative).read_bytes()
+                contents[schema_file.path.resolve().relative_to(home).as_posix()] = (
+                    schema_file.content
+                )
+        contents["parties.toml"] = self.parties.source
+        files = {path: hashlib.sha256(data).hexdigest() for path, data in contents.items()}
         now = iso(utc_now())
         record = evidence.record(
             "configuration.loaded",

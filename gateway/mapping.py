@@ -162,7 +162,7 @@ class CompiledMapping:
     direction: Direction
     message_type: str
     path: Path
-    sha256: str
+    files: tuple[tuple[str, str], ...]  # (relative path, SHA-256) of the file and its includes
     source_schema: Schema
     target_schema: Schema
     source_root: str  # Clark name
@@ -572,18 +572,18 @@ class MappingSet:
     catalog: SchemaCatalog
     parties: Mapping[str, PartyFormat]
     mappings: Mapping[tuple[str, Direction, str], CompiledMapping]
-    files: Mapping[str, str]  # relative path → SHA-256, every mapping file loaded
+    sources: Mapping[str, bytes]  # every file read (relative path → the exact bytes used)
 
     @classmethod
     def load(cls, home: Path, catalog: SchemaCatalog | None = None) -> MappingSet:
         catalog = catalog or SchemaCatalog.load(home / "schemas")
         parties: dict[str, PartyFormat] = {}
         mappings: dict[tuple[str, Direction, str], CompiledMapping] = {}
-        files: dict[str, str] = {}
+        sources = _Sources(home)
         errors: list[str] = []
         mappings_dir = home / "mappings"
         for party_dir in sorted(p for p in mappings_dir.iterdir() if (p / "party.toml").is_file()):
-            party, codelists, namespaces = _load_party(party_dir, catalog, files, home)
+            party, codelists, namespaces = _load_party(party_dir, catalog, sources)
             parties[party.party] = party
             for direction in ("to-canonical", "from-canonical"):
                 folder = party_dir / direction
@@ -594,16 +594,15 @@ class MappingSet:
                         continue
                     try:
                         compiled = _compile_file(
-                            path, party, catalog, namespaces, codelists, direction
+                            path, party, catalog, namespaces, codelists, direction, sources
                         )
                     except ConfigurationError as exc:
                         errors.append(str(exc))
                         continue
-                    files[str(path.relative_to(home))] = compiled.sha256
                     mappings[(party.party, compiled.direction, compiled.message_type)] = compiled
         if errors:
             raise ConfigurationError("mappings do not check:\n  " + "\n  ".join(errors))
-        return cls(catalog, parties, mappings, files)
+        return cls(catalog, parties, mappings, sources.contents)
 
     def get(self, party: str, direction: Direction, message_type: str) -> CompiledMapping:
         try:
@@ -629,20 +628,38 @@ class MappingSet:
             raise ConfigurationError(f"no mappings/{party}/party.toml") from None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"{path}: {exc}") from exc
+class _Sources:
+    """Every file the mappings are made of, read once: the bytes that were checked and compiled
+    are the bytes the evidence records and keeps."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.resolve()
+        self.contents: dict[str, bytes] = {}
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.home).as_posix()
+
+    def read(self, path: Path) -> bytes:
+        relative = self.relative(path)
+        if relative not in self.contents:
+            try:
+                self.contents[relative] = path.read_bytes()
+            except OSError as exc:
+                raise ConfigurationError(f"{path}: {exc}") from exc
+        return self.contents[relative]
+
+    def toml(self, path: Path) -> dict[str, Any]:
+        try:
+            return tomllib.loads(self.read(path).decode())
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"{path}: {exc}") from exc
 
 
 def _load_party(
-    party_dir: Path, catalog: SchemaCatalog, files: dict[str, str], home: Path
+    party_dir: Path, catalog: SchemaCatalog, sources: _Sources
 ) -> tuple[PartyFormat, dict[str, dict[str, str]], dict[str, str]]:
     path = party_dir / "party.toml"
-    data = _read_toml(path)
-    files[str(path.relative_to(home))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = sources.toml(path)
     schema = catalog[data["schema"]]
     namespaces = {"c": CANONICAL_NS, **data.get("namespaces", {})}
     message_type = data.get("message_type", {})
@@ -659,10 +676,7 @@ def _load_party(
     codelists: dict[str, dict[str, str]] = {}
     codelist_path = party_dir / "codelists.toml"
     if codelist_path.is_file():
-        files[str(codelist_path.relative_to(home))] = hashlib.sha256(
-            codelist_path.read_bytes()
-        ).hexdigest()
-        for name, table in _read_toml(codelist_path).items():
+        for name, table in sources.toml(codelist_path).items():
             codelists[name] = {str(k): str(v) for k, v in table.items()}
     # The party's type codes: a table of their own, or one of its code lists.
     type_values = dict(message_type.get("values", {}))
@@ -692,14 +706,19 @@ def _compile_file(
     namespaces: Mapping[str, str],
     codelists: Mapping[str, Mapping[str, str]],
     direction: Direction,
+    sources: _Sources,
 ) -> CompiledMapping:
-    data = _read_toml(path)
-    digest = hashlib.sha256(path.read_bytes())
+    data = sources.toml(path)
+    files = [path]
     rules: list[_Rule] = []
     for include in data.get("include", []):
         included = path.parent / include
-        rules.extend(_parse_rules(_read_toml(included).get("map", []), str(included)))
-        digest.update(included.read_bytes())
+        rules.extend(_parse_rules(sources.toml(included).get("map", []), str(included)))
+        files.append(included)
+    # What a mapping is made of: its files, by their own digests (main file first).
+    made_of = tuple(
+        (sources.relative(f), hashlib.sha256(sources.read(f)).hexdigest()) for f in files
+    )
     rules.extend(_parse_rules(data.get("map", []), str(path)))
     canonical = catalog[CANONICAL_SCHEMA]
     source, target = (
@@ -745,7 +764,7 @@ def _compile_file(
         direction=direction,
         message_type=message_type,
         path=path,
-        sha256=digest.hexdigest(),
+        files=made_of,
         source_schema=source,
         target_schema=target,
         source_root=source_root,

@@ -81,6 +81,7 @@ class CanonicalMessage:
     element: etree._Element  # valid canonical message, domain-checked
     bytes: bytes
     mapping: CompiledMapping
+    schema_sha256: str  # of the canonical XSD file it is valid against
     message_id: str
     message_type: str
     subject: str
@@ -175,7 +176,7 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
             "receivedAt": inbound.received_at,
         },
     )
-    mappings.catalog["canonical"].validate(canonical)
+    schema_file = mappings.catalog["canonical"].validate(canonical)
     domain.check_canonical(canonical)
     # The envelope is the first child of a valid canonical message: read it in one pass.
     envelope = {etree.QName(field).localname: field.text or "" for field in canonical[0]}
@@ -184,6 +185,7 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
         element=canonical,
         bytes=etree.tostring(canonical, encoding="UTF-8"),
         mapping=mapping,
+        schema_sha256=schema_file.sha256,
         message_id=envelope["id"],
         message_type=envelope["type"],
         subject=envelope["subject"],
@@ -326,11 +328,9 @@ def _map_out(canonical: CanonicalMessage, receiver: str, mappings: MappingSet) -
 _INSZ = f".//{_C}insz"
 
 
-def _mapping_ref(mapping: CompiledMapping) -> dict[str, str]:
-    return {
-        "file": f"{mapping.party}/{mapping.direction}/{mapping.path.name}",
-        "sha256": mapping.sha256,
-    }
+def _mapping_ref(mapping: CompiledMapping) -> list[dict[str, str]]:
+    """The files a mapping is made of, by path and SHA-256 (as configuration.loaded has them)."""
+    return [{"file": path, "sha256": sha} for path, sha in mapping.files]
 
 
 def exchange_record(
@@ -378,7 +378,7 @@ def exchange_record(
         },
         canonical={
             "sha256": evidence.digest(canonical.bytes),
-            "schema": {"id": "canonical", "sha256": canonical.mapping.target_schema.sha256},
+            "schema": {"id": "canonical", "sha256": canonical.schema_sha256},
             "mapping": _mapping_ref(canonical.mapping),
         },
         outbound=outbound,

@@ -27,6 +27,7 @@ class SchemaFile:
     path: Path
     namespace: str
     sha256: str
+    content: bytes = field(repr=False, compare=False)
     lxml: etree.XMLSchema = field(repr=False, compare=False)
     components: Any = field(repr=False, compare=False)  # xmlschema.XMLSchema10
 
@@ -36,8 +37,7 @@ class Schema:
     """A schema id (a folder of ``schemas/``): one file per target namespace."""
 
     schema_id: str
-    files: dict[str, SchemaFile]  # namespace → file
-    sha256: str  # digest over the folder's files, names and contents, in name order
+    files: dict[str, SchemaFile]  # namespace → file (each with its own SHA-256)
 
     def file_for(self, element: etree._Element) -> SchemaFile:
         namespace = etree.QName(element).namespace or ""
@@ -91,10 +91,8 @@ class SchemaCatalog:
         schemas: dict[str, Schema] = {}
         for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
             files: dict[str, SchemaFile] = {}
-            folder_digest = hashlib.sha256()
             for xsd in sorted(folder.glob("*.xsd")):
                 content = xsd.read_bytes()
-                folder_digest.update(xsd.name.encode() + b"\0" + content + b"\0")
                 schema_file = _compile(xsd, content)
                 if schema_file.namespace in files:
                     raise ConfigurationError(
@@ -102,7 +100,7 @@ class SchemaCatalog:
                     )
                 files[schema_file.namespace] = schema_file
             if files:
-                schemas[folder.name] = Schema(folder.name, files, folder_digest.hexdigest())
+                schemas[folder.name] = Schema(folder.name, files)
         return cls(schemas)
 
     def __getitem__(self, schema_id: str) -> Schema:
@@ -130,4 +128,6 @@ def _compile(path: Path, content: bytes) -> SchemaFile:
     except xmlschema.XMLSchemaException as exc:
         raise ConfigurationError(f"{path}: not a valid XSD: {exc}") from exc
     namespace = doc.getroot().get("targetNamespace", "")
-    return SchemaFile(path, namespace, hashlib.sha256(content).hexdigest(), compiled, components)
+    return SchemaFile(
+        path, namespace, hashlib.sha256(content).hexdigest(), content, compiled, components
+    )

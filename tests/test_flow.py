@@ -7,6 +7,7 @@ procedure, sent to the hub over REST (Flanders, the portal) and SOAP 1.1 (Immigr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -264,3 +265,33 @@ def test_soap_action_must_match_the_payload(live: RunningHub) -> None:
         )
     assert response.status_code == 500
     assert b"soap.action-mismatch" in response.content
+
+
+def test_evidence_names_exactly_the_configuration_files_in_force(live: RunningHub) -> None:
+    """Every digest an exchange record names is a file sealed by configuration.loaded, whose
+    bytes are kept and hash to it: a replay can rebuild the exact mappings and schemas."""
+    store = live.hub.store
+    records = [json.loads(leaf.record) for leaf in store.leaves()]
+    loaded = next(r for r in records if r["event"] == "configuration.loaded")["files"]
+    assert "mappings/be-platform/to-canonical/_envelope.toml" in loaded  # includes too
+    for path, sha in loaded.items():
+        row = (
+            store._reader()
+            .execute(  # the kept bytes hash to the recorded digest
+                "SELECT content FROM artefacts WHERE sha256 = ?", (sha,)
+            )
+            .fetchone()
+        )
+        assert row is not None, path
+        assert hashlib.sha256(bytes(row[0])).hexdigest() == sha, path
+    digests = set(loaded.values())
+    accepted = [r for r in records if r["event"] == "exchange.accepted"]
+    assert accepted
+    for record in accepted:
+        refs = [record["inbound"]["schema"], record["canonical"]["schema"]]
+        refs += [o["schema"] for o in record["outbound"]]
+        files = record["canonical"]["mapping"] + [
+            f for o in record["outbound"] for f in o["mapping"]
+        ]
+        assert all(ref["sha256"] in digests for ref in refs)
+        assert all(loaded[f["file"]] == f["sha256"] for f in files)
