@@ -112,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(scratch)
         port = free_port()
         env = {**os.environ, "GUICHET_DELIVERY_WORKERS": "0", "GUICHET_LOG_LEVEL": "warning"}
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "certs", "init", "--dir", str(data / "pki")],
+            cwd=HOME,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
         hub = subprocess.Popen(
             [
                 sys.executable,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway import evidence
 from gateway.store import LeafRow
@@ -35,12 +37,20 @@ def verify_log(
     Stops at the first bad leaf and names it and why.
     """
     public_key = certificate.public_key()
-    assert isinstance(public_key, ec.EllipticCurvePublicKey)
     report = VerifyReport()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        report.problems.append("the hub certificate carries no ECDSA key")
+        return report
+    key_id = hashlib.sha256(
+        public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
     hashes: list[bytes] = []
     for expected_index, leaf in enumerate(leaves):
         if leaf.leaf_index != expected_index:
             report.problems.append(f"leaf {expected_index} is missing (found {leaf.leaf_index})")
+            return report
+        if leaf.key_id != key_id:
+            report.problems.append(f"leaf {leaf.leaf_index}: signed by another key ({leaf.key_id})")
             return report
         if evidence.leaf_hash(leaf.record) != leaf.leaf_hash:
             report.problems.append(f"leaf {leaf.leaf_index}: record does not hash to its leaf hash")
@@ -55,6 +65,9 @@ def verify_log(
     report.leaves = len(hashes)
     for checkpoint in checkpoints:
         size = checkpoint["tree_size"]
+        if checkpoint["key_id"] != key_id:
+            report.problems.append(f"checkpoint {size}: signed by another key")
+            return report
         statement = evidence.checkpoint_statement(
             size, checkpoint["root_hash"], checkpoint["time"], checkpoint["key_id"]
         )

@@ -71,16 +71,17 @@ def _run(args: argparse.Namespace) -> int:
         configure_logging("warning")
         return 0 if run_demo(args.data_dir, sys.stdout).ok else 1
     if args.command == "serve":
+        from gateway.certs import DevPki
         from gateway.config import HubConfig
         from gateway.hub import Hub, configure_logging
         from gateway.service.app import create_app
         from gateway.service.server import serve_forever
-        from gateway.testing import ensure_pki
 
         config = HubConfig.load(_settings(args.data_dir, host=args.host, port=args.port))
         configure_logging(config.settings.log_level)
-        pki = ensure_pki(config)
-        hub = Hub.open(config, pki=pki)
+        # Keys are loaded, never made here: `guichet certs init` writes a development set.
+        hub = Hub.open(config)
+        pki = DevPki.at(config.pki_dir)
         hub.start()
         try:
             serve_forever(create_app(hub), config.settings.host, config.settings.port, pki.hub)
@@ -107,23 +108,16 @@ def _run(args: argparse.Namespace) -> int:
         return mappings_main(["check"])
     if args.command == "audit":
         from gateway.audit import verify_log
+        from gateway.certs import DevPki
         from gateway.config import HubConfig
         from gateway.evidence import HubSigner
-        from gateway.store.sqlite import SqliteStore
+        from gateway.store.sqlite import read_log
 
         config = HubConfig.load(_settings(args.data_dir))
-        from gateway.certs import DevPki
-        from gateway.errors import ConfigurationError
-
-        if not config.database.is_file():
-            raise ConfigurationError(f"no evidence store at {config.database}")
+        leaves, checkpoints = read_log(config.database)
         pki = DevPki.at(config.pki_dir)
         signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
-        store = SqliteStore(config.database)
-        try:
-            report = verify_log(store.leaves(), store.checkpoints(), signer.certificate)
-        finally:
-            store.close()
+        report = verify_log(leaves, checkpoints, signer.certificate)
         for problem in report.problems:
             print(problem, file=sys.stderr)
         print(

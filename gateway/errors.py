@@ -164,6 +164,7 @@ PROBLEMS: dict[str, Problem] = {
     "xml.malformed": Problem(400, "Malformed XML", "Client"),
     "xml.forbidden-construct": Problem(400, "Forbidden XML construct", "Client"),
     "xml.too-deep": Problem(400, "XML nested too deeply", "Client"),
+    "xml.encoding": Problem(400, "XML bodies must be UTF-8", "Client"),
     "json.malformed": Problem(400, "Malformed JSON", "Client"),
     "json.duplicate-key": Problem(400, "Duplicate key in JSON object", "Client"),
     "json.unknown-member": Problem(400, "JSON member not in the party's schema", "Client"),
@@ -196,6 +197,7 @@ PROBLEMS: dict[str, Problem] = {
     "routing.no-region": Problem(422, "No competent region for this address", "Client"),
     "config.invalid": Problem(500, "Configuration error", "Server"),
     "store.unavailable": Problem(503, "Store unavailable", "Server"),
+    "store.not-found": Problem(404, "No such store", "Server"),
     "delivery.failed": Problem(502, "Delivery failed", "Server"),
     "gateway.error": Problem(500, "Internal error", "Server"),
 }

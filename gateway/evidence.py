@@ -25,6 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.errors import ConfigurationError
+
 __all__ = [
     "Checkpoint",
     "HubSigner",
@@ -45,7 +47,9 @@ def _plain(value: Any) -> bool:
         return all(k.isascii() and _plain(v) for k, v in value.items())
     if isinstance(value, list):
         return all(_plain(v) for v in value)
-    return value is None or isinstance(value, str | int)  # bool is an int
+    if isinstance(value, int):  # bool is an int too
+        return -(2**53) < value < 2**53  # beyond, JCS has no exact number
+    return value is None or isinstance(value, str)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -153,7 +157,7 @@ class HubSigner:
         self.certificate = certificate
         self.public_key = certificate.public_key()
         if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
-            raise TypeError("the evidence key must be an ECDSA key")
+            raise ConfigurationError("the evidence certificate must carry an ECDSA key")
         spki = certificate.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -162,10 +166,17 @@ class HubSigner:
 
     @classmethod
     def from_files(cls, key_path: Path, cert_path: Path) -> HubSigner:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        """Load the evidence key and its certificate; they must belong together."""
+        try:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot load the evidence key: {exc}") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise TypeError(f"{key_path}: the evidence key must be an ECDSA key")
-        return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+            raise ConfigurationError(f"{key_path}: the evidence key must be an ECDSA key")
+        if key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
+            raise ConfigurationError(f"{key_path} is not the key of {cert_path}")
+        return cls(key, certificate)
 
     def sign(self, statement: bytes) -> str:
         signature = self._key.sign(statement, ec.ECDSA(hashes.SHA256()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import sys
 import uuid
@@ -24,6 +25,7 @@ from adapters.soap import Wsdl
 from gateway import evidence
 from gateway.certs import DevPki, TlsFiles
 from gateway.config import HubConfig, PartyRegistry
+from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.mapping import MappingSet
 from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
@@ -144,6 +146,16 @@ class Hub:
         catalog = SchemaCatalog.load(config.home / "schemas")
         mappings = MappingSet.load(config.home, catalog)
         pki = pki or DevPki.at(config.pki_dir)
+        missing = [
+            p
+            for p in (pki.ca_cert, pki.hub_cert, pki.hub_key, pki.signing_cert, pki.signing_key)
+            if not p.is_file()
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"missing keys or certificates: {', '.join(map(str, missing))}; for development,"
+                f" `guichet certs init --dir {pki.directory}` writes them"
+            )
         signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
         tls = pki.hub
         store = SqliteStore(config.database)
@@ -242,10 +254,20 @@ def _soap_actions(
 
 
 def _person_key(data_dir: Path) -> bytes:
-    """The key of the keyed hash that makes national numbers searchable but not readable."""
+    """The key of the keyed hash that makes national numbers searchable but not readable.
+
+    Made once per data dir, written whole or not at all, readable by the owner only."""
     path = data_dir / "person-ref.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
-    return path.read_bytes()
+        partial = path.with_suffix(".partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ConfigurationError(f"{path} must hold 32 bytes, it holds {len(key)}")
+    return key

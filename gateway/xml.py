@@ -84,6 +84,11 @@ def parse_xml(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Elem
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if isinstance(exc.lineno, int) else None
         raise ParseError(f"malformed XML: {exc.msg}", line=line) from exc
+    # The byte checks above read UTF-8 (and ASCII); any other encoding could hide a DTD or a
+    # processing instruction from them, so it is refused.
+    encoding = (root.getroottree().docinfo.encoding or "UTF-8").upper()
+    if encoding not in ("UTF-8", "US-ASCII", "ASCII"):
+        raise ParseError(f"XML bodies are UTF-8, not {encoding}", code="xml.encoding")
     if _depth_probe(limits.max_depth)(root):
         raise ParseError(f"XML nested deeper than {limits.max_depth}", code="xml.too-deep")
     return root

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from gateway.errors import StoreError
 from gateway.store import DeliveryRow, LeafRow, MessageRow
 
-__all__ = ["SqliteStore", "migrations"]
+__all__ = ["SqliteStore", "migrations", "read_log"]
 
 T = TypeVar("T")
 _MAX_BATCH = 256
@@ -177,6 +177,36 @@ _CLAIM = (
 
 def _delivery(row: tuple[Any, ...]) -> DeliveryRow:
     return DeliveryRow(*row)
+
+
+def _leaves(conn: sqlite3.Connection, start: int = 0, end: int | None = None) -> list[LeafRow]:
+    rows = conn.execute(
+        "SELECT leaf_index, leaf_hash, record, signed_at, key_id, signature FROM evidence"
+        " WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+        (start, end if end is not None else 2**62),
+    )
+    return [LeafRow(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def _checkpoints(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints ORDER BY tree_size"
+    )
+    keys = ("tree_size", "root_hash", "time", "key_id", "signature")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def read_log(path: Path) -> tuple[list[LeafRow], list[dict[str, Any]]]:
+    """The evidence log of a store, read-only (an auditor's copy is never written to)."""
+    if not path.is_file():
+        raise StoreError(f"no store at {path}", code="store.not-found")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return _leaves(conn), _checkpoints(conn)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} is not a readable store: {exc}", code="store.not-found") from exc
+    finally:
+        conn.close()
 
 
 def _message(conn: sqlite3.Connection, message_id: str) -> MessageRow | None:
@@ -373,20 +403,10 @@ class SqliteStore:
         return (row[0], json.loads(row[1])) if row else None
 
     def leaves(self, start: int = 0, end: int | None = None) -> list[LeafRow]:
-        rows = self._reader().execute(
-            "SELECT leaf_index, leaf_hash, record, signed_at, key_id, signature FROM evidence"
-            " WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
-            (start, end if end is not None else 2**62),
-        )
-        return [LeafRow(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+        return _leaves(self._reader(), start, end)
 
     def checkpoints(self) -> list[dict[str, Any]]:
-        rows = self._reader().execute(
-            "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints"
-            " ORDER BY tree_size"
-        )
-        keys = ("tree_size", "root_hash", "time", "key_id", "signature")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return _checkpoints(self._reader())
 
     def ping(self) -> None:
         self._reader().execute("SELECT 1").fetchone()

@@ -93,3 +93,13 @@ def test_every_error_code_is_documented() -> None:
     documented = (Path(__file__).resolve().parents[2] / "docs" / "errors.md").read_text()
     for code, problem in PROBLEMS.items():
         assert f"| `{code}` | {problem.status} |" in documented, code
+
+
+def test_utf16_cannot_smuggle_a_dtd_past_the_byte_checks() -> None:
+    body = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a [<!ENTITY x "y">]><a>&x;<?pi?></a>'
+    with pytest.raises(ParseError) as caught:
+        parse_xml(body.encode("utf-16"))
+    assert caught.value.code in ("xml.encoding", "xml.forbidden-construct")
+    with pytest.raises(ParseError) as caught:
+        parse_xml('<?xml version="1.0" encoding="UTF-16"?><a/>'.encode("utf-16"))
+    assert caught.value.code == "xml.encoding"
