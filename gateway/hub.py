@@ -145,6 +145,7 @@ class Hub:
         parties = config.parties.with_endpoints(endpoints or {})
         catalog = SchemaCatalog.load(config.home / "schemas")
         mappings = MappingSet.load(config.home, catalog)
+        _check_coverage(parties, mappings)
         pki = pki or DevPki.at(config.pki_dir)
         missing = [
             p
@@ -237,6 +238,24 @@ class Hub:
             )
         )
         return checkpoint
+
+
+def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:
+    """Every type a party may send has a mapping to canonical, every type it receives one from
+    canonical: a gap is a configuration error at start, never a 422 blamed on a sender later."""
+    gaps = [
+        f"{party.id} {verb} {message_type} but has no mappings/{party.id}/{direction}/"
+        f"{message_type}.toml"
+        for party in parties.parties.values()
+        for verb, direction, types in (
+            ("sends", "to-canonical", party.sends),
+            ("receives", "from-canonical", party.receives),
+        )
+        for message_type in sorted(types)
+        if (party.id, direction, message_type) not in mappings.mappings
+    ]
+    if gaps:
+        raise ConfigurationError("parties.toml and mappings/ disagree:\n  " + "\n  ".join(gaps))
 
 
 def _soap_actions(

@@ -64,6 +64,11 @@ class PartyFormat:
     type_values: Mapping[str, str]
     binding: JsonBinding | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def media_type(self) -> str:
+        """The Content-Type of this party's REST bodies (SOAP parties: the envelope's)."""
+        return "application/json" if self.format == "json" else "application/xml"
+
     def message_type(self, element: etree._Element) -> str:
         """The canonical type of a message of this party, from its XML form."""
         raw = self.type_xpath(element)

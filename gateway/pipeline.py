@@ -294,11 +294,13 @@ def route(
             )
     if not receivers:
         raise RoutingError(f"no party receives {canonical.message_type} here")
-    outgoing = tuple(_map_out(canonical, receiver, mappings) for receiver in receivers)
+    outgoing = tuple(_map_out(canonical, receiver, mappings, parties) for receiver in receivers)
     return RoutedExchange(canonical, outgoing, cached[0] if cached else None)
 
 
-def _map_out(canonical: CanonicalMessage, receiver: str, mappings: MappingSet) -> Outgoing:
+def _map_out(
+    canonical: CanonicalMessage, receiver: str, mappings: MappingSet, parties: PartyRegistry
+) -> Outgoing:
     inbound = canonical.validated.inbound
     mapping = mappings.get(receiver, "from-canonical", canonical.message_type)
     party = mappings.party(receiver)
@@ -312,7 +314,8 @@ def _map_out(canonical: CanonicalMessage, receiver: str, mappings: MappingSet) -
         },
     )
     schema_file = party.schema.validate(element)
-    content_type = "application/json" if party.format == "json" else "text/xml; charset=utf-8"
+    protocol = parties[receiver].protocol
+    content_type = "text/xml; charset=utf-8" if protocol == "soap11" else party.media_type
     return Outgoing(
         receiver,
         party.write(element),

@@ -72,7 +72,6 @@ HUB_SOAP_PATH = "/soap/v1"  # where SOAP 1.1 parties send to the hub (guichet-hu
 PROFILES_FILE = "sandbox.toml"
 _T = TypeVar("_T")
 
-_MEDIA_TYPES = {"json": "application/json", "xml": "application/xml"}
 # How long one reply chain may wait on the hub for each call.
 _REPLY_TIMEOUT_S = 10.0
 # Bounded shutdown: reply chains still running are given this long, then abandoned.
@@ -224,9 +223,7 @@ def load_profiles(path: Path, mappings: MappingSet) -> dict[str, OfficeProfile]:
                 sent_at=FieldPath.parse(sent_at, namespaces) if sent_at else None,
                 trace=FieldPath.parse(trace, namespaces) if trace else None,
                 respond={rule["on"]: tuple(rule["send"]) for rule in entry.get("respond", [])},
-                content_type=entry.get(
-                    "content_type", _MEDIA_TYPES.get(party_format.format, "application/xml")
-                ),
+                content_type=entry.get("content_type", party_format.media_type),
                 wsdl=entry.get("wsdl"),
                 hub_wsdl=entry.get("hub_wsdl"),
                 acknowledgement=dict(entry.get("acknowledgement", {})),

@@ -29,15 +29,21 @@ def test_golden_pair(mapping: CompiledMapping) -> None:
     assert check_golden(MAPPINGS, mapping) == []
 
 
-def test_every_type_a_party_exchanges_has_a_mapping() -> None:
+def test_a_party_type_without_a_mapping_stops_the_hub_at_start() -> None:
+    import dataclasses
+
     from gateway.config import load_parties
+    from gateway.errors import ConfigurationError
+    from gateway.hub import _check_coverage
 
     parties = load_parties(HOME / "parties.toml")
-    for party in parties.parties.values():
-        for message_type in party.sends:
-            assert (party.id, "to-canonical", message_type) in MAPPINGS.mappings
-        for message_type in party.receives:
-            assert (party.id, "from-canonical", message_type) in MAPPINGS.mappings
+    _check_coverage(parties, MAPPINGS)  # the repository is complete
+    ibz = dataclasses.replace(
+        parties["be-fed-ibz"], receives=parties["be-fed-ibz"].receives | {"problem"}
+    )
+    broken = dataclasses.replace(parties, parties={**parties.parties, "be-fed-ibz": ibz})
+    with pytest.raises(ConfigurationError, match="be-fed-ibz receives problem"):
+        _check_coverage(broken, MAPPINGS)
 
 
 def test_repeated_text_elements_all_travel() -> None:
