@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 from xml.sax.saxutils import escape as xml_escape
 
@@ -89,6 +90,7 @@ def _node(decl: Any, depth: int = 0) -> _Node:
     return node
 
 
+_ESCAPES = {"\r": "&#13;"}
 _UNBOUNDED = ParserLimits(max_bytes=2**62, max_depth=1024)
 _INDEX = re.compile(r"^(?P<name>[^\[]+)(?:\[(?P<index>\d+)\])?$")
 
@@ -168,7 +170,8 @@ class JsonBinding:
         if kind == "string":
             if not isinstance(value, str):
                 raise ParseError(f"{key} must be a string", code="json.wrong-kind", path=pointer)
-            text = xml_escape(value)
+            # A carriage return is written as a reference: XML parsers turn a raw one into \n.
+            text = xml_escape(value, _ESCAPES)
         elif kind == "boolean":
             if not isinstance(value, bool):
                 raise ParseError(
@@ -176,9 +179,10 @@ class JsonBinding:
                 )
             text = "true" if value else "false"
         else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
                 raise ParseError(f"{key} must be a number", code="json.wrong-kind", path=pointer)
-            text = repr(value) if isinstance(value, float) else str(value)
+            # Positional notation, every digit kept: XSD decimals know no exponents.
+            text = str(value) if isinstance(value, int) else format(Decimal(value), "f")
         parts.append(f"<{key}>{text}</{key}>")
 
     # -- XML → JSON ---------------------------------------------------------------------------

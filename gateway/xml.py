@@ -8,7 +8,9 @@ the code calls ``lxml.etree.fromstring`` or ``json.loads`` on untrusted input.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from lxml import etree
@@ -38,7 +40,19 @@ class ParserLimits:
 
 DEFAULT_LIMITS = ParserLimits()
 
+
+class _NoExternalLoads(etree.Resolver):
+    """Whatever a document names (a DTD, an entity, a file), nothing is ever loaded."""
+
+    def resolve(self, system_url: str, public_id: str, context: object) -> object:  # type: ignore[override]
+        raise ParseError("external resources are not loaded", code="xml.forbidden-construct")
+
+
+# The encoding is forced to UTF-8, whatever a document declares or its first bytes suggest:
+# libxml2 then reads exactly the bytes the prolog checks below have read, so no UTF-16, UTF-32
+# or UTF-7 body can carry a DTD, an entity or a processing instruction past them.
 _PARSER = etree.XMLParser(
+    encoding="utf-8",
     resolve_entities=False,
     no_network=True,
     load_dtd=False,
@@ -47,6 +61,7 @@ _PARSER = etree.XMLParser(
     remove_blank_text=False,
     collect_ids=False,
 )
+_PARSER.resolvers.add(_NoExternalLoads())
 
 _depth_probes: dict[int, etree.XPath] = {}
 
@@ -78,17 +93,19 @@ def parse_xml(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Elem
     """Parse untrusted XML bytes into an element, or raise a ``ParseError`` with the line."""
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(f"body of {len(data)} bytes exceeds {limits.max_bytes}")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data:
+        raise ParseError(
+            "XML bodies are UTF-8 (this one looks UTF-16 or UTF-32)", code="xml.encoding"
+        )
     _check_prolog(data)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if isinstance(exc.lineno, int) else None
         raise ParseError(f"malformed XML: {exc.msg}", line=line) from exc
-    # The byte checks above read UTF-8 (and ASCII); any other encoding could hide a DTD or a
-    # processing instruction from them, so it is refused.
-    encoding = (root.getroottree().docinfo.encoding or "UTF-8").upper()
-    if encoding not in ("UTF-8", "US-ASCII", "ASCII"):
-        raise ParseError(f"XML bodies are UTF-8, not {encoding}", code="xml.encoding")
+    # Belt and braces: a document type of any kind is refused, however it got there.
+    if root.getroottree().docinfo.doctype:  # type: ignore[union-attr]
+        raise ParseError("DTDs are not accepted", code="xml.forbidden-construct")
     if _depth_probe(limits.max_depth)(root):
         raise ParseError(f"XML nested deeper than {limits.max_depth}", code="xml.too-deep")
     return root
@@ -138,6 +155,9 @@ def _no_constant(name: str) -> Any:
     raise ParseError(f"{name} is not a JSON number", code="json.malformed")
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Any:
     """Parse untrusted JSON bytes (UTF-8). Depth beyond ``limits.max_depth`` is refused by the
     schema binding, which walks every value; what is deeper than the decoder's own guard is refused
@@ -145,8 +165,22 @@ def parse_json(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Any:
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(f"body of {len(data)} bytes exceeds {limits.max_bytes}")
     try:
-        text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        text = data.decode("utf-8-sig")  # a byte order mark is tolerated (RFC 8259 § 8.1)
+        # Decimal, not float: an amount keeps every digit its sender wrote.
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=Decimal,
+        )
+        if _SURROGATE_ESCAPE.search(data):
+            # "\ud800" decodes to a lone surrogate, which no UTF-8 text (nor XML) can carry.
+            json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ParseError(
+            "a string holds a lone surrogate (\\ud800–\\udfff without its pair)",
+            code="json.malformed",
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ParseError(f"body is not UTF-8 (byte {exc.start})", code="json.malformed") from exc
     except json.JSONDecodeError as exc:
@@ -160,3 +194,4 @@ def parse_json(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Any:
         raise ParseError("JSON nested too deeply", code="json.too-deep") from exc
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise ParseError(f"malformed JSON: {exc}", code="json.malformed") from exc
+    return value

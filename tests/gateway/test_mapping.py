@@ -219,3 +219,21 @@ def test_xmlschema_components_available() -> None:
         next(iter(MAPPINGS.party("be-platform").schema.files.values())).components,
         xmlschema.XMLSchema10,
     )
+
+
+def test_json_binding_keeps_carriage_returns_and_decimal_digits() -> None:
+    from decimal import Decimal
+
+    party = MAPPINGS.party("be-platform")
+    assert party.binding is not None
+    body = json.loads((HOME / "examples/be-platform/application.submitted.json").read_bytes())
+    body["application"]["position"]["jobTitle"] = "line one\r\nline two"
+    body["application"]["position"]["monthlyGrossSalaryEur"] = Decimal("5400.25")
+    body["application"]["position"]["hoursPerWeek"] = Decimal("1E+1")
+    element = party.binding.to_xml(body)
+    position = element.find("application/position")
+    assert position is not None
+    assert position.findtext("jobTitle") == "line one\r\nline two"
+    assert position.findtext("monthlyGrossSalaryEur") == "5400.25"
+    assert position.findtext("hoursPerWeek") == "10"  # no exponent: XSD decimals have none
+    party.schema.validate(element)

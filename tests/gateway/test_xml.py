@@ -103,3 +103,38 @@ def test_utf16_cannot_smuggle_a_dtd_past_the_byte_checks() -> None:
     with pytest.raises(ParseError) as caught:
         parse_xml('<?xml version="1.0" encoding="UTF-16"?><a/>'.encode("utf-16"))
     assert caught.value.code == "xml.encoding"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # An external parameter entity on /dev/zero would hang a parser that read the DTD.
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x [<!ENTITY % p SYSTEM '
+        '"file:///dev/zero"> %p;]><x/>'.encode("utf-16"),
+        '<!DOCTYPE x [<!ENTITY c "47">]><x a="&c;"/>'.encode("utf-16"),
+        '<!DOCTYPE x [<!ENTITY c "47">]><x a="&c;"/>'.encode("utf-16-le"),
+        "<!DOCTYPE x><x/>".encode("utf-32"),
+        b'<?xml version="1.0" encoding="UTF-7"?>+ADw-!DOCTYPE x+AD4-<x/>',
+    ],
+    ids=["utf16-declared", "utf16-bom", "utf16le-bare", "utf32", "utf7"],
+)
+def test_no_encoding_carries_a_dtd_past_the_checks(body: bytes) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_xml(body)
+    assert caught.value.code in ("xml.encoding", "xml.malformed", "xml.forbidden-construct")
+
+
+def test_json_numbers_keep_every_digit_and_strings_every_character() -> None:
+    from decimal import Decimal
+
+    value = parse_json(b'{"a": 5400.0000000000000001, "b": "x\\r\\ny"}')
+    assert value["a"] == Decimal("5400.0000000000000001")
+    assert parse_json(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}  # a byte order mark is tolerated
+
+
+def test_lone_surrogates_are_refused() -> None:
+    for body in (b'{"a": "x\\ud800"}', b'{"\\udfff": 1}'):
+        with pytest.raises(ParseError) as caught:
+            parse_json(body)
+        assert caught.value.code == "json.malformed"
+    assert parse_json(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # a valid pair

@@ -196,7 +196,12 @@ def _control_character() -> bytes:
     return json.dumps(body).encode()
 
 
+def _lone_surrogate() -> bytes:
+    return json.dumps(fresh_application()).replace("Chennai", "Chen\\ud800nai").encode()
+
+
 REFUSALS = [
+    ("lone surrogate in a string", _lone_surrogate, JSON, 400, "json.malformed", None),
     ("control character in a string", _control_character, JSON, 400, "json.malformed", None),
     ("malformed JSON", lambda: b'{"header": ', JSON, 400, "json.malformed", None),
     (
