@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     host: str = "127.0.0.1"
     port: int = 8443
+    public_url: str | None = None  # how callers reach the hub (WSDL addresses); default: as asked
     max_body_bytes: int = 2 * 1024 * 1024
     max_depth: int = 48
     delivery_workers: int = 4

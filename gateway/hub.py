@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import sys
 import uuid
@@ -35,7 +36,7 @@ from gateway.store import Store, UnitOfWork
 from gateway.store.sqlite import SqliteStore
 from gateway.xml import ParserLimits
 
-__all__ = ["Hub", "Metrics", "configure_logging", "new_trace_id"]
+__all__ = ["Hub", "Metrics", "SoapEndpoint", "configure_logging", "new_trace_id"]
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:
@@ -113,7 +114,7 @@ class Hub:
         self.tls = tls
         self.adapters = adapters
         self.metrics = Metrics()
-        self.soap_actions: dict[str, dict[str, str]] = {}
+        self.soap_endpoints: dict[str, SoapEndpoint] = {}
         self.limits = ParserLimits(
             max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
         )
@@ -178,7 +179,7 @@ class Hub:
         hub = cls(
             config, parties, mappings, store, signer, _person_key(config.data_dir), tls, adapters
         )
-        hub.soap_actions = _soap_actions(config, parties, mappings)
+        hub.soap_endpoints = _soap_endpoints(config, parties, mappings)
         hub.record_configuration()
         return hub
 
@@ -258,18 +259,51 @@ def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:
         raise ConfigurationError("parties.toml and mappings/ disagree:\n  " + "\n  ".join(gaps))
 
 
-def _soap_actions(
+@dataclass(frozen=True)
+class SoapEndpoint:
+    """The hub's SOAP endpoint as one party sees it, prepared once at start."""
+
+    actions: dict[str, str]  # payload element (Clark) → the SOAPAction the WSDL gives it
+    wsdl: str  # the WSDL text; its address and schema locations are filled in per request
+    schemas: dict[str, bytes]  # every schemaLocation it names (transitively) → the file's bytes
+
+
+_SCHEMA_LOCATION = re.compile(r'schemaLocation="([^"]+)"')
+
+
+def _soap_endpoints(
     config: HubConfig, parties: PartyRegistry, mappings: MappingSet
-) -> dict[str, dict[str, str]]:
-    """For each SOAP party, the SOAPAction its hub WSDL gives each payload element it sends."""
-    actions: dict[str, dict[str, str]] = {}
+) -> dict[str, SoapEndpoint]:
+    """For each SOAP party: the SOAPActions of its hub WSDL, the WSDL, and what it imports."""
+    endpoints: dict[str, SoapEndpoint] = {}
+    schemas_dir = (config.home / "schemas").resolve()
     for party in parties.parties.values():
         if party.hub_wsdl is None:
             continue
-        folder = config.home / "schemas" / mappings.party(party.id).schema.schema_id
-        wsdl = Wsdl.load(folder / party.hub_wsdl, root=folder.parent)
-        actions[party.id] = {tag: op.soap_action for tag, op in wsdl.operations.items()}
-    return actions
+        folder = schemas_dir / mappings.party(party.id).schema.schema_id
+        wsdl_path = folder / party.hub_wsdl
+        wsdl = Wsdl.load(wsdl_path, root=schemas_dir)
+        text = wsdl_path.read_text()
+        imported: dict[str, bytes] = {}
+        pending = [(name, folder) for name in _SCHEMA_LOCATION.findall(text)]
+        while pending:
+            name, base = pending.pop()
+            path = (base / name).resolve()
+            if name in imported:
+                continue
+            if not path.is_relative_to(schemas_dir) or not path.is_file():
+                raise ConfigurationError(f"{wsdl_path}: imports {name}, not under schemas/")
+            imported[name] = path.read_bytes()
+            pending.extend(
+                (nested, path.parent)
+                for nested in _SCHEMA_LOCATION.findall(imported[name].decode())
+            )
+        endpoints[party.id] = SoapEndpoint(
+            actions={tag: op.soap_action for tag, op in wsdl.operations.items()},
+            wsdl=text,
+            schemas=imported,
+        )
+    return endpoints
 
 
 def _person_key(data_dir: Path) -> bytes:

@@ -295,3 +295,24 @@ def test_evidence_names_exactly_the_configuration_files_in_force(live: RunningHu
         ]
         assert all(ref["sha256"] in digests for ref in refs)
         assert all(loaded[f["file"]] == f["sha256"] for f in files)
+
+
+def test_the_wsdl_serves_its_own_schemas_and_nothing_else(live: RunningHub) -> None:
+    with live.client("be-fed-ibz") as client:
+        wsdl = client.get("/soap/v1", params={"wsdl": ""}).text
+        assert f'schemaLocation="{live.url}/soap/v1?xsd=../hub/hub.xsd"' in wsdl
+        assert client.get("/soap/v1", params={"xsd": "ibz.xsd"}).status_code == 200
+        assert client.get("/soap/v1", params={"xsd": "../hub/hub.xsd"}).status_code == 200
+        for name in (
+            "../be-platform/portal.xsd",
+            "../canonical/canonical.xsd",
+            "../../parties.toml",
+            "/etc/passwd",
+            "ibz.xsd\x00",
+            "a" * 300 + ".xsd",
+        ):
+            response = client.get("/soap/v1", params={"xsd": name})
+            assert response.status_code == 500, name  # a SOAP Fault: 500 with a Client code
+            assert b"message.not-found" in response.content, name
+    with live.client("be-platform") as client:  # a REST party has no WSDL
+        assert client.get("/soap/v1", params={"wsdl": ""}).status_code == 500

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -199,7 +198,8 @@ def _check_soap_action(hub: Hub, validated: pipeline.ValidatedMessage, action: s
     """A SOAPAction, when given, must be the one the hub's WSDL gives this payload (WS-I BP)."""
     if not action or not action.strip('"'):
         return
-    expected = hub.soap_actions.get(validated.inbound.sender, {}).get(validated.element.tag)
+    endpoint = hub.soap_endpoints.get(validated.inbound.sender)
+    expected = endpoint.actions.get(validated.element.tag) if endpoint else None
     if expected is not None and action.strip('"') != expected:
         raise ParseError(
             f'SOAPAction {action} does not match the payload, whose action is "{expected}"',
@@ -322,17 +322,20 @@ def create_app(hub: Hub) -> FastAPI:
     async def get_wsdl(request: Request) -> Response:
         """The WSDL of the hub's endpoint as the calling party sees it (``?wsdl``), and the
         schemas it imports (``?xsd=NAME``)."""
-        party = hub.parties[_party(request, hub)]
-        if party.hub_wsdl is None:
-            raise NotFoundError(f"{party.id} does not use SOAP", code="message.not-found")
-        folder = hub.config.home / "schemas" / hub.mappings.party(party.id).schema.schema_id
+        party = _party(request, hub)
+        endpoint = hub.soap_endpoints.get(party)
+        if endpoint is None:
+            raise NotFoundError(f"{party} does not use SOAP", code="message.not-found")
         xsd = request.query_params.get("xsd")
         if xsd is not None:
-            path = _schema_file(folder, xsd)
-            return Response(path.read_bytes(), media_type="text/xml; charset=utf-8")
-        wsdl = (folder / party.hub_wsdl).read_text()
-        base = str(request.url.replace(query=None))
-        wsdl = re.sub(r'(<soap:address\s+location=")[^"]*(")', rf"\g<1>{base}\g<2>", wsdl)
+            if xsd not in endpoint.schemas:  # only what this WSDL imports, nothing else
+                raise NotFoundError("no such schema in this WSDL", code="message.not-found")
+            return Response(endpoint.schemas[xsd], media_type="text/xml; charset=utf-8")
+        public = hub.config.settings.public_url
+        base = f"{public.rstrip('/')}/soap/v1" if public else str(request.url.replace(query=None))
+        wsdl = re.sub(
+            r'(<soap:address\s+location=")[^"]*(")', lambda m: f"{m[1]}{base}{m[2]}", endpoint.wsdl
+        )
         wsdl = re.sub(
             r'schemaLocation="([^"]+)"', lambda m: f'schemaLocation="{base}?xsd={m[1]}"', wsdl
         )
@@ -398,11 +401,3 @@ def create_app(hub: Hub) -> FastAPI:
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _schema_file(folder: Path, name: str) -> Path:
-    path = (folder / name).resolve()
-    schemas_root = folder.parent.resolve()
-    if not path.is_relative_to(schemas_root) or path.suffix != ".xsd" or not path.is_file():
-        raise NotFoundError(f"no schema {name}", code="message.not-found")
-    return path
