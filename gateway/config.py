@@ -100,6 +100,7 @@ class Route:
 class PartyRegistry:
     parties: Mapping[str, Party]
     routes: tuple[Route, ...]
+    case_openers: frozenset[str] = frozenset({"application.submitted"})
     source: bytes = field(default=b"", repr=False, compare=False)  # parties.toml as read
 
     def __getitem__(self, party_id: str) -> Party:
@@ -152,7 +153,8 @@ def load_parties(path: Path) -> PartyRegistry:
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc
     routes = tuple(_route(entry, parties, path) for entry in data.get("routes", []))
-    return PartyRegistry(parties, routes, source)
+    openers = frozenset(data.get("cases", {}).get("opened_by", ("application.submitted",)))
+    return PartyRegistry(parties, routes, openers, source)
 
 
 def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -> Route:

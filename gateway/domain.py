@@ -5,6 +5,7 @@ Pure functions over the canonical XML; no IO. See DOMAIN.md for the rules.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date
 
@@ -110,12 +111,25 @@ def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
     for xpath, second_tag, first, second in _PAIR_XPATHS:
         for element in _elements(xpath, message):
             later = element.getparent().find(second_tag)  # type: ignore[union-attr]
-            if later is not None and (later.text or "") < (element.text or ""):
+            if later is not None and _date_key(later.text) < _date_key(element.text):
                 yield DomainCheckError(
                     f"{second} {later.text} is before {first} {element.text}",
                     code="domain.date-order",
                     path=_path(later),
                 )
+
+
+_XSD_DATE = re.compile(r"^\s*(-?)(\d{4,})-(\d{2})-(\d{2})")
+
+
+def _date_key(text: str | None) -> tuple[int, int, int]:
+    """An xs:date (schema-valid already: years may have more than four digits, or a sign) as a
+    comparable key; the time zone, at most a day apart, does not change an order of dates."""
+    match = _XSD_DATE.match(text or "")
+    if match is None:
+        return (0, 0, 0)
+    sign, year, month, day = match.groups()
+    return (-int(year) if sign else int(year), int(month), int(day))
 
 
 def check_canonical(message: etree._Element) -> None:

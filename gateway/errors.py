@@ -194,6 +194,7 @@ PROBLEMS: dict[str, Problem] = {
         422, "Destination is not the competent party", "Client"
     ),
     "routing.unknown-case": Problem(422, "Unknown case", "Client"),
+    "routing.unknown-correlation": Problem(422, "Answers no known message", "Client"),
     "routing.no-region": Problem(422, "No competent region for this address", "Client"),
     "config.invalid": Problem(500, "Configuration error", "Server"),
     "store.unavailable": Problem(503, "Store unavailable", "Server"),

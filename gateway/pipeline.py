@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 from lxml import etree
 
 from gateway import domain, evidence
-from gateway.config import PartyRegistry, Route
+from gateway.config import PartyRegistry
 from gateway.errors import (
     AuthorisationError,
     DuplicateMessageError,
@@ -178,8 +178,13 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
     )
     schema_file = mappings.catalog["canonical"].validate(canonical)
     domain.check_canonical(canonical)
-    # The envelope is the first child of a valid canonical message: read it in one pass.
-    envelope = {etree.QName(field).localname: field.text or "" for field in canonical[0]}
+    # The envelope is the first child of a valid canonical message: read it in one pass, with
+    # its whitespace collapsed as XSD tokens are compared (" SP-1 " is case "SP-1"), and write
+    # it back, so that every receiver and the evidence see the same values.
+    envelope: dict[str, str] = {}
+    for field in canonical[0]:
+        field.text = " ".join((field.text or "").split())
+        envelope[etree.QName(field).localname] = field.text
     return CanonicalMessage(
         validated=validated,
         element=canonical,
@@ -208,56 +213,13 @@ def authorise(validated: ValidatedMessage, parties: PartyRegistry) -> Authorised
 _POSTCODE = f"{_C}applicationSubmitted/{_C}employer/{_C}establishmentUnit/{_C}address/{_C}postcode"
 
 
-def _competent_region(
-    canonical: CanonicalMessage, parties: PartyRegistry, cases: CaseLookup
-) -> str:
-    if canonical.message_type == "application.submitted":
-        postcode = _text(canonical.element, _POSTCODE) or ""
-        region = domain.region_of_postcode(postcode)
-        party = parties.region_party(region)
-        if party is None:
-            raise RoutingError(
-                f"no party handles the {region} region yet", code="routing.no-region"
-            )
-        return party.id
-    case = cases.case(canonical.subject)
-    if case is None or case[0] is None:
-        raise RoutingError(
-            f"case {canonical.subject} is not known to the hub", code="routing.unknown-case"
-        )
-    return case[0]
-
-
-def _targets(
-    rule: Route,
-    canonical: CanonicalMessage,
-    parties: PartyRegistry,
-    cases: CaseLookup,
-    region: Callable[[], str],
-) -> list[str]:
-    found: list[str] = []
-    for target in rule.to:
-        if target == "@competent-region":
-            found.append(region())
-        elif target == "@case-parties":
-            case = cases.case(canonical.subject)
-            if case is None:
-                raise RoutingError(
-                    f"case {canonical.subject} is not known to the hub",
-                    code="routing.unknown-case",
-                )
-            found.extend(p for p in case[1] if canonical.message_type in parties[p].receives)
-        elif target == "@correlated-sender":
-            sender = cases.sender_of(canonical.correlation_id or "")
-            if sender is None:
-                raise RoutingError(
-                    "a problem must answer a message known to the hub (correlationId)",
-                    code="routing.unknown-case",
-                )
-            found.append(sender)
-        else:
-            found.append(target)
-    return found
+def _region_of_workplace(canonical: CanonicalMessage, parties: PartyRegistry) -> str:
+    postcode = canonical.element.findtext(_POSTCODE) or ""
+    region = domain.region_of_postcode(postcode)
+    party = parties.region_party(region)
+    if party is None:
+        raise RoutingError(f"no party handles the {region} region yet", code="routing.no-region")
+    return party.id
 
 
 def route(
@@ -266,36 +228,61 @@ def route(
     mappings: MappingSet,
     cases: CaseLookup,
 ) -> RoutedExchange:
-    """Find the receivers, then map out and validate the message for each."""
+    """Find the receivers, then map out and validate the message for each.
+
+    A message either opens a case (parties.toml ``[cases] opened_by``; its competent region is
+    computed from the workplace) or belongs to a case the hub knows; one that answers another
+    (``correlationId``) answers a message the hub knows; a destination it names must be one of
+    the receivers the procedure gives it.
+    """
     sender = canonical.validated.inbound.sender
-    cached: list[str] = []
-
-    def region() -> str:
-        if not cached:
-            cached.append(_competent_region(canonical, parties, cases))
-        return cached[0]
-
+    if canonical.message_type in parties.case_openers:
+        region: str | None = _region_of_workplace(canonical, parties)
+        case_parties: list[str] = []
+    else:
+        case = cases.case(canonical.subject)
+        if case is None:
+            raise RoutingError(
+                f"case {canonical.subject} is not known to the hub", code="routing.unknown-case"
+            )
+        region, case_parties = case
+    answered = None
+    if canonical.correlation_id:
+        answered = cases.sender_of(canonical.correlation_id)
+        if answered is None:
+            raise RoutingError(
+                f"correlationId {canonical.correlation_id} names no message known to the hub",
+                code="routing.unknown-correlation",
+                path="envelope/correlationId",
+            )
     receivers: list[str] = []
     for rule in parties.routes:
         if rule.message_type != canonical.message_type:
             continue
         if rule.when is not None and not rule.when(canonical.element):
             continue
-        for target in _targets(rule, canonical, parties, cases, region):
-            if target != sender and target not in receivers:
-                receivers.append(target)
-    if canonical.message_type == "application.submitted" and canonical.destination:
-        competent = region()
-        if canonical.destination != competent:
-            raise RoutingError(
-                f"{canonical.destination} is not competent for this workplace: {competent} is",
-                code="routing.destination-mismatch",
-                extra={"competent": competent},
-            )
+        for target in rule.to:
+            if target == "@competent-region":
+                found = [region] if region else []
+            elif target == "@case-parties":
+                found = [p for p in case_parties if canonical.message_type in parties[p].receives]
+            elif target == "@correlated-sender":
+                found = [answered] if answered else []
+            else:
+                found = [target]
+            receivers.extend(t for t in found if t != sender and t not in receivers)
+    if canonical.destination and canonical.destination not in receivers:
+        expected = region if canonical.message_type in parties.case_openers else receivers
+        raise RoutingError(
+            f"{canonical.destination} does not receive this message here; {expected} does",
+            code="routing.destination-mismatch",
+            path="envelope/destination",
+            extra={"competent": region} if canonical.message_type in parties.case_openers else {},
+        )
     if not receivers:
         raise RoutingError(f"no party receives {canonical.message_type} here")
     outgoing = tuple(_map_out(canonical, receiver, mappings, parties) for receiver in receivers)
-    return RoutedExchange(canonical, outgoing, cached[0] if cached else None)
+    return RoutedExchange(canonical, outgoing, region)
 
 
 def _map_out(

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from lxml import etree
 
@@ -105,10 +106,11 @@ def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> Non
 
 
 def test_soap_sender_gets_a_signed_receipt_and_the_wsdl(live: RunningHub) -> None:
-    _, subject = _file_case(live)
+    filed, subject = _file_case(live)
     assert _wait(lambda: live.hub.store.case(subject) is not None)
     envelope = parse_xml((EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes())
     ns = {"ibz": "urn:be:fgov:ibz:guichet:1"}
+    envelope.xpath("//ibz:Entete/ibz:EnReponseA", namespaces=ns)[0].text = filed  # type: ignore[index,union-attr]
     envelope.xpath("//ibz:Entete/ibz:IdMessage", namespaces=ns)[0].text = str(uuid.uuid4())  # type: ignore[index,union-attr]
     envelope.xpath("//ibz:Entete/ibz:Dossier", namespaces=ns)[0].text = subject  # type: ignore[index,union-attr]
     with live.client("be-fed-ibz") as client:
@@ -316,3 +318,38 @@ def test_the_wsdl_serves_its_own_schemas_and_nothing_else(live: RunningHub) -> N
             assert b"message.not-found" in response.content, name
     with live.client("be-platform") as client:  # a REST party has no WSDL
         assert client.get("/soap/v1", params={"wsdl": ""}).status_code == 500
+
+
+def _flanders_decision(live: RunningHub, **header: str) -> httpx.Response:
+    body = json.loads((EXAMPLES / "be-vlg-wse" / "admissibility.decided.json").read_bytes())
+    body["kop"]["berichtId"] = str(uuid.uuid4())
+    body["kop"].update(header)
+    with live.client("be-vlg-wse") as client:
+        return client.post("/v1/messages", json=body)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        ({"dossiernummer": "NO-SUCH-CASE"}, "routing.unknown-case"),
+        ({"antwoordOp": "00000000-0000-4000-8000-000000000000"}, "routing.unknown-correlation"),
+        ({"bestemmeling": "be-dgo-min"}, "routing.destination-mismatch"),
+    ],
+)
+def test_a_decision_must_belong_to_a_known_case_and_answer_a_known_message(
+    live: RunningHub, header: dict[str, str], code: str
+) -> None:
+    filed, subject = _file_case(live)
+    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    fields = {"dossiernummer": subject, "antwoordOp": filed, **header}
+    response = _flanders_decision(live, **fields)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+
+
+def test_a_case_reference_is_one_case_whatever_its_spacing(live: RunningHub) -> None:
+    filed, subject = _file_case(live)
+    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    response = _flanders_decision(live, dossiernummer=f" {subject} ", antwoordOp=filed)
+    assert response.status_code == 202, response.text
+    assert live.hub.store.message(response.json()["messageId"]).subject == subject  # type: ignore[union-attr]

@@ -88,3 +88,11 @@ def test_the_nine_german_speaking_municipalities_are_all_there() -> None:
 def test_not_a_belgian_postcode(postcode: str) -> None:
     with pytest.raises(RoutingError):
         region_of_postcode(postcode)
+
+
+def test_dates_are_compared_as_dates_not_text() -> None:
+    from gateway.domain import _date_key
+
+    assert _date_key("12030-02-01") > _date_key("2027-01-31")
+    assert _date_key("2027-01-31") > _date_key("2027-01-30Z")
+    assert _date_key("-0044-03-15") < _date_key("0001-01-01")
