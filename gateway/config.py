@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     port: int = 8443
     public_url: str | None = None  # how callers reach the hub (WSDL addresses); default: as asked
     max_body_bytes: int = 2 * 1024 * 1024
+    body_timeout_s: float = 30.0  # a request body must arrive within this
     max_depth: int = 48
     delivery_workers: int = 4
     delivery_max_attempts: int = 100

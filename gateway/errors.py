@@ -148,7 +148,7 @@ class Problem:
 
     status: int
     title: str
-    soap_fault: str  # "Client" (the sender must change something) or "Server"
+    soap_fault: str  # "Client" (the sender must change something), "Server", "MustUnderstand"
 
 
 # The one table: error code → problem. A code missing here falls back on its class's default.
@@ -160,6 +160,7 @@ PROBLEMS: dict[str, Problem] = {
     "authz.receiver-not-allowed": Problem(403, "This party may not send to that party", "Client"),
     "authz.role-required": Problem(403, "This endpoint needs another role", "Client"),
     "request.too-large": Problem(413, "Request body too large", "Client"),
+    "request.timeout": Problem(408, "Request body not received in time", "Client"),
     "request.unsupported-media-type": Problem(415, "Unsupported media type", "Client"),
     "xml.malformed": Problem(400, "Malformed XML", "Client"),
     "xml.forbidden-construct": Problem(400, "Forbidden XML construct", "Client"),
@@ -172,6 +173,9 @@ PROBLEMS: dict[str, Problem] = {
     "json.too-deep": Problem(400, "JSON nested too deeply", "Client"),
     "soap.malformed": Problem(400, "Not a SOAP 1.1 envelope", "Client"),
     "soap.action-mismatch": Problem(400, "SOAPAction does not match the payload", "Client"),
+    "soap.must-understand": Problem(
+        400, "A header that must be understood is not", "MustUnderstand"
+    ),
     "schema.invalid": Problem(422, "Message invalid against its schema", "Client"),
     "schema.wrong-namespace": Problem(
         422, "Message root element not of the party's schema", "Client"

@@ -14,6 +14,7 @@ import secrets
 import sys
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,9 @@ class Hub:
         self.adapters = adapters
         self.metrics = Metrics()
         self.soap_endpoints: dict[str, SoapEndpoint] = {}
+        # One thread runs the pipeline stages: libxml2's schema and XSLT objects are used by
+        # one thread at a time, and the event loop stays free.
+        self.pipeline_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self.limits = ParserLimits(
             max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
         )
@@ -187,6 +191,7 @@ class Hub:
         self.outbox.start()
 
     def close(self) -> None:
+        self.pipeline_executor.shutdown(wait=True)
         self.outbox.stop()
         for adapter in self.adapters.values():
             adapter.close()

@@ -133,7 +133,22 @@ def soap_payload(envelope: etree._Element) -> tuple[etree._Element, etree._Eleme
             f"a SOAP envelope has exactly one Body, this one has {len(bodies)}",
             code="soap.malformed",
         )
-    payload = [c for c in bodies[0] if isinstance(c.tag, str)]
+    body = bodies[0]
+    if (body.text or "").strip() or any((c.tail or "").strip() for c in body):
+        raise ParseError("the SOAP Body holds text besides its element", code="soap.malformed")
+    if header is not None:
+        for entry in header:
+            # The hub understands no header entry yet (WS-Security comes later): one that must
+            # be understood is refused, as SOAP 1.1 § 4.2.3 requires.
+            if isinstance(entry.tag, str) and entry.get(f"{{{SOAP11_NS}}}mustUnderstand") in (
+                "1",
+                "true",
+            ):
+                raise ParseError(
+                    f"header {entry.tag} must be understood, and is not",
+                    code="soap.must-understand",
+                )
+    payload = [c for c in body if isinstance(c.tag, str)]
     if len(payload) != 1:
         raise ParseError(
             f"the SOAP Body must hold exactly one element, it holds {len(payload)}",

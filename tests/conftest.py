@@ -24,6 +24,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
 def quiet_hub(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator[RunningHub]:
     """The hub alone (no back offices, deliveries paused): for what it accepts and refuses."""
     with running_hub(
-        tmp_path_factory.mktemp("hub"), sandbox=False, pki=pki, delivery_workers=0
+        tmp_path_factory.mktemp("hub"),
+        sandbox=False,
+        pki=pki,
+        delivery_workers=0,
+        body_timeout_s=1.0,
     ) as running:
         yield running

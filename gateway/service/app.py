@@ -7,8 +7,11 @@ problem+json on REST and as SOAP Faults on SOAP, from the one table of ``gateway
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -33,6 +36,7 @@ from gateway.evidence import Receipt
 from gateway.hub import Hub, new_trace_id
 from gateway.outbox import iso, utc_now
 from gateway.service.tls import client_certificate
+from gateway.store import UnitOfWork
 from gateway.xml import SOAP11_NS
 
 __all__ = ["create_app"]
@@ -111,17 +115,24 @@ def _party(request: Request, hub: Hub) -> str:
     return identity.name
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"body of {declared} bytes exceeds {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:  # refused while streaming, before it is read whole
-            raise PayloadTooLargeError(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        # A sender that trickles its body (or stops mid-way) does not hold a connection forever.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # refused while streaming, before it is read whole
+                    raise PayloadTooLargeError(f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise InboundError(
+            f"the body did not arrive within {timeout_s:g} s", code="request.timeout"
+        ) from None
     return b"".join(chunks)
 
 
@@ -207,21 +218,36 @@ def _check_soap_action(hub: Hub, validated: pipeline.ValidatedMessage, action: s
         )
 
 
+def _stages(
+    hub: Hub, inbound: pipeline.InboundMessage, soap_action: str | None, seen: dict[str, str]
+) -> Callable[[UnitOfWork], Receipt]:
+    """Every stage up to the seal, on the hub's pipeline thread; returns the unit to commit."""
+    validated = pipeline.validate(inbound, hub.mappings, hub.limits)
+    seen["type"] = validated.message_type
+    _check_soap_action(hub, validated, soap_action)
+    authorised = pipeline.authorise(validated, hub.parties)
+    canonical = pipeline.to_canonical(authorised, hub.mappings)
+    routed = pipeline.route(canonical, hub.parties, hub.mappings, _Lookup(hub))
+    return pipeline.seal(routed, hub.signer, hub.person_key)
+
+
 async def accept(
     hub: Hub, inbound: pipeline.InboundMessage, soap_action: str | None = None
 ) -> Receipt:
-    """Run the pipeline on one inbound message; seal it, or seal its rejection and raise."""
+    """Run the pipeline on one inbound message; seal it, or seal its rejection and raise.
+
+    The stages are CPU work: they run on the hub's pipeline thread, so that the event loop keeps
+    answering (health checks, other connections) while a large message is translated."""
     started = time.perf_counter()
-    message_type = "unknown"
+    seen = {"type": "unknown"}
     try:
-        validated = pipeline.validate(inbound, hub.mappings, hub.limits)
-        message_type = validated.message_type
-        _check_soap_action(hub, validated, soap_action)
-        authorised = pipeline.authorise(validated, hub.parties)
-        canonical = pipeline.to_canonical(authorised, hub.mappings)
-        routed = pipeline.route(canonical, hub.parties, hub.mappings, _Lookup(hub))
-        receipt = await hub.store.write_async(pipeline.seal(routed, hub.signer, hub.person_key))
+        context = contextvars.copy_context()  # the trace id bound to this request's log lines
+        work = await asyncio.get_running_loop().run_in_executor(
+            hub.pipeline_executor, context.run, _stages, hub, inbound, soap_action, seen
+        )
+        receipt = await hub.store.write_async(work)
     except InboundError as error:
+        message_type = seen["type"]
         hub.metrics.messages.labels(inbound.sender, message_type, error.code).inc()
         log.info(
             "message.rejected",
@@ -244,6 +270,7 @@ async def accept(
         )
         raise
     hub.outbox.wake()
+    message_type = seen["type"]
     hub.metrics.messages.labels(inbound.sender, message_type, receipt.status).inc()
     hub.metrics.pipeline_seconds.observe(time.perf_counter() - started)
     log.info(
@@ -260,6 +287,8 @@ async def accept(
 
 def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(
+        docs_url=None,  # no browser UI (it would load scripts from elsewhere); /openapi.json stays
+        redoc_url=None,
         title="Guichet",
         version="0.1.0",
         description="Exchange hub of Belgium's single window for the employment of foreign "
@@ -288,7 +317,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def post_message(request: Request) -> Response:
         """Send a message (JSON or XML by Content-Type, in the sender's own format)."""
         sender = _party(request, hub)
-        body = await _read_body(request, hub.limits.max_bytes)
+        body = await _read_body(request, hub.limits.max_bytes, hub.config.settings.body_timeout_s)
         inbound = pipeline.InboundMessage(
             sender=sender,
             body=body,
@@ -306,7 +335,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def post_soap(request: Request) -> Response:
         """SOAP 1.1 document/literal endpoint; its WSDL is at ``?wsdl``."""
         sender = _party(request, hub)
-        body = await _read_body(request, hub.limits.max_bytes)
+        body = await _read_body(request, hub.limits.max_bytes, hub.config.settings.body_timeout_s)
         inbound = pipeline.InboundMessage(
             sender=sender,
             body=body,
@@ -396,7 +425,10 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.get("/metrics", response_model=None)
     async def metrics(request: Request) -> Response:
-        _identity(request, hub)
+        """Prometheus metrics, for the operator role (they count every party's traffic)."""
+        identity = _identity(request, hub)
+        if (identity.kind, identity.name) != ("role", "operator"):
+            raise AuthenticationError("metrics are for the operator", code="authz.role-required")
         hub.metrics.outbox_depth.set(hub.store.outbox_depth())
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -138,3 +138,20 @@ def test_lone_surrogates_are_refused() -> None:
             parse_json(body)
         assert caught.value.code == "json.malformed"
     assert parse_json(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # a valid pair
+
+
+def test_soap_header_that_must_be_understood_is_refused() -> None:
+    body = SOAP % (
+        b"<s:Header><x:Sec xmlns:x='u' s:mustUnderstand='1'/></s:Header><s:Body><p/></s:Body>"
+    )
+    with pytest.raises(ParseError) as caught:
+        soap_payload(parse_xml(body))
+    assert caught.value.code == "soap.must-understand"
+    optional = SOAP % b"<s:Header><x:Note xmlns:x='u'/></s:Header><s:Body><p/></s:Body>"
+    assert soap_payload(parse_xml(optional))[0].tag == "p"
+
+
+def test_soap_body_with_text_beside_its_element_is_refused() -> None:
+    with pytest.raises(ParseError) as caught:
+        soap_payload(parse_xml(SOAP % b"<s:Body>JUNK<p/></s:Body>"))
+    assert caught.value.code == "soap.malformed"

@@ -366,7 +366,14 @@ def test_trace_id_is_made_when_absent(quiet_hub: RunningHub) -> None:
 def test_metrics_and_readiness(quiet_hub: RunningHub) -> None:
     with quiet_hub.client("be-platform") as client:
         assert client.get("/readyz").json()["status"] == "ready"
-        metrics = client.get("/metrics").text
+        assert client.get("/metrics").status_code == 403  # other parties' traffic is not theirs
+    from gateway.service.tls import client_ssl_context
+
+    operator = httpx.Client(
+        base_url=quiet_hub.url, verify=client_ssl_context(quiet_hub.pki.role("operator"))
+    )
+    with operator:
+        metrics = operator.get("/metrics").text
     assert (
         'guichet_messages_total{outcome="accepted",sender="be-platform",type="application.submitted"}'
         in metrics
@@ -375,3 +382,31 @@ def test_metrics_and_readiness(quiet_hub: RunningHub) -> None:
     depth = quiet_hub.hub.store.outbox_depth()
     assert depth > 0
     assert f"guichet_outbox_depth {float(depth)}" in metrics
+
+
+def test_a_body_that_never_arrives_is_given_up(quiet_hub: RunningHub) -> None:
+    import socket
+    import time
+
+    from gateway.service.tls import client_ssl_context
+
+    context = client_ssl_context(quiet_hub.pki.party("be-platform"))
+    with (
+        socket.create_connection(("127.0.0.1", quiet_hub.server.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        started = time.monotonic()
+        answer = b""
+        while b"request.timeout" not in answer and time.monotonic() - started < 8:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert b"request.timeout" in answer
+    assert time.monotonic() - started < 8
+    assert_still_serving(quiet_hub)
