@@ -36,6 +36,7 @@ from zeep.wsdl.bindings.soap import Soap11Binding
 
 from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, classify
 from gateway.errors import ConfigurationError, GatewayError, ParseError, UnknownMessageTypeError
+from gateway.namespaces import HUB_NS
 from gateway.xml import SOAP11_NS, parse_xml, soap_payload
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
     "soap_fault_of",
 ]
 
-HUB_HEADER_NS = "urn:be:guichet:hub:1"
+HUB_HEADER_NS = HUB_NS  # the hub's own SOAP headers
 _SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 # Fault codes after which sending the same envelope again cannot succeed.
 _PERMANENT_FAULTS = ("Client", "MustUnderstand", "VersionMismatch")

@@ -26,7 +26,8 @@ from gateway.errors import ConfigurationError
 
 __all__ = ["HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
 
-CANONICAL_NS = "urn:be:guichet:canonical:1"
+from gateway.namespaces import CANONICAL_NS
+
 SYMBOLIC_TARGETS = ("@competent-region", "@case-parties", "@correlated-sender")
 
 
@@ -56,7 +57,6 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = 48 * 3600.0  # then a delivery is dead-lettered, never dropped
     delivery_backoff_s: float = 0.5
     delivery_backoff_cap_s: float = 900.0
-    checkpoint_every: int = 1000
     log_level: str = "info"
 
     @classmethod

@@ -13,6 +13,7 @@ from lxml import etree
 from stdnum.be import bis, nn, vat
 
 from gateway.errors import DomainCheckError, RoutingError
+from gateway.namespaces import CANONICAL_NS
 
 __all__ = [
     "GERMAN_SPEAKING_POSTCODES",
@@ -22,7 +23,7 @@ __all__ = [
     "region_of_postcode",
 ]
 
-C = "urn:be:guichet:canonical:1"
+C = CANONICAL_NS
 _NS = {"c": C}
 
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import rfc8785
 from cryptography import x509
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.errors import ConfigurationError
+from gateway.store import LeafRow
 
 __all__ = [
     "Checkpoint",
@@ -207,5 +208,29 @@ def record(event: str, time: str, **fields: Any) -> dict[str, Any]:
     return body
 
 
-def strip_none(value: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in value.items() if v is not None}
+@dataclass(frozen=True)
+class Leaf:
+    """An evidence record encoded as its leaf (RFC 8785 bytes) and hashed, ready to append."""
+
+    record: bytes
+    hash: bytes
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Leaf:
+        encoded = canonical_json(record)
+        return cls(encoded, leaf_hash(encoded))
+
+
+class LeafAppender(Protocol):
+    def next_leaf_index(self) -> int: ...
+    def append_leaf(self, leaf: LeafRow) -> None: ...
+
+
+def append(unit: LeafAppender, signer: HubSigner, leaf: Leaf, time: str) -> LeafRow:
+    """Append a leaf inside the caller's transaction: its index is known only there, so the
+    receipt's signature (over hash, index, time and key id) is made there too."""
+    index = unit.next_leaf_index()
+    statement = receipt_statement(leaf.hash.hex(), index, time, signer.key_id)
+    row = LeafRow(index, leaf.hash, leaf.record, time, signer.key_id, signer.sign(statement))
+    unit.append_leaf(row)
+    return row

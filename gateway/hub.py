@@ -31,7 +31,6 @@ from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.mapping import MappingSet
 from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
-from gateway.pipeline import append_evidence
 from gateway.schemas import SchemaCatalog
 from gateway.store import Store, UnitOfWork
 from gateway.store.sqlite import SqliteStore
@@ -211,17 +210,19 @@ class Hub:
         contents["parties.toml"] = self.parties.source
         files = {path: hashlib.sha256(data).hexdigest() for path, data in contents.items()}
         now = iso(utc_now())
-        record = evidence.record(
-            "configuration.loaded",
-            now,
-            parties=sorted(self.parties.parties),
-            files=dict(sorted(files.items())),
+        leaf = evidence.Leaf.of(
+            evidence.record(
+                "configuration.loaded",
+                now,
+                parties=sorted(self.parties.parties),
+                files=dict(sorted(files.items())),
+            )
         )
 
         def work(unit: UnitOfWork) -> None:
             for relative, content in contents.items():
                 unit.put_artefact(files[relative], relative, content)
-            append_evidence(unit, self.signer, record, now)
+            evidence.append(unit, self.signer, leaf, now)
 
         self.store.write(work)
 

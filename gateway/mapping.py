@@ -40,7 +40,8 @@ __all__ = [
     "check_golden",
 ]
 
-CANONICAL_NS = "urn:be:guichet:canonical:1"
+from gateway.namespaces import CANONICAL_NS
+
 CANONICAL_SCHEMA = "canonical"
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
 PARAMS = ("sender", "receiver", "traceId", "receivedAt")

@@ -19,7 +19,6 @@ import structlog
 from adapters import Adapter, DeliveryResult, Outbound
 from gateway import evidence
 from gateway.evidence import HubSigner
-from gateway.pipeline import append_evidence
 from gateway.store import DeliveryRow, Store, UnitOfWork
 
 __all__ = ["Outbox", "RetryPolicy"]
@@ -172,17 +171,19 @@ class Outbox:
         # evidence and the status keep the status and outcome only; the answer itself is kept
         # by its digest, beside the log, like every payload.
         reason = _reason(result)
-        record = evidence.record(
-            event,
-            iso(now),
-            messageId=row.message_id,
-            receiver=row.receiver,
-            attempt=row.attempts,
-            traceId=message.trace_id if message else None,
-            status=result.status,
-            reason=reason,
-            response={"sha256": evidence.digest(result.response)} if result.response else None,
-            nextAttemptAt=iso(next_at) if state == "retrying" else None,
+        leaf = evidence.Leaf.of(
+            evidence.record(
+                event,
+                iso(now),
+                messageId=row.message_id,
+                receiver=row.receiver,
+                attempt=row.attempts,
+                traceId=message.trace_id if message else None,
+                status=result.status,
+                reason=reason,
+                response={"sha256": evidence.digest(result.response)} if result.response else None,
+                nextAttemptAt=iso(next_at) if state == "retrying" else None,
+            )
         )
 
         def work(unit: UnitOfWork) -> bool:
@@ -200,7 +201,7 @@ class Outbox:
                 return False
             if result.response:
                 unit.put_payload(evidence.digest(result.response), result.response)
-            append_evidence(unit, self.signer, record, iso(now))
+            evidence.append(unit, self.signer, leaf, iso(now))
             return True
 
         if self.store.write(work) and self.on_outcome is not None:

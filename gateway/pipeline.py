@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -33,7 +33,7 @@ from gateway.errors import (
 )
 from gateway.evidence import HubSigner, Receipt
 from gateway.mapping import CANONICAL_NS, CompiledMapping, MappingSet, PartyFormat
-from gateway.store import LeafRow, MessageRow, UnitOfWork
+from gateway.store import MessageRow, UnitOfWork
 from gateway.xml import ParserLimits, parse_xml, soap_payload
 
 __all__ = [
@@ -376,19 +376,6 @@ def exchange_record(
     return record, payloads
 
 
-def append_evidence(
-    unit: UnitOfWork, signer: HubSigner, record: Mapping[str, object], time: str
-) -> LeafRow:
-    """Append one record to the log inside the caller's transaction, signed."""
-    leaf = evidence.canonical_json(record)
-    index = unit.next_leaf_index()
-    leaf_digest = evidence.leaf_hash(leaf)
-    statement = evidence.receipt_statement(leaf_digest.hex(), index, time, signer.key_id)
-    row = LeafRow(index, leaf_digest, leaf, time, signer.key_id, signer.sign(statement))
-    unit.append_leaf(row)
-    return row
-
-
 def seal(
     routed: RoutedExchange, signer: HubSigner, person_key: bytes
 ) -> Callable[[UnitOfWork], Receipt]:
@@ -400,6 +387,7 @@ def seal(
     canonical = routed.canonical
     inbound = canonical.validated.inbound
     record, payloads = exchange_record(routed, person_key)
+    leaf = evidence.Leaf.of(record)  # encoded and hashed here, not in the store's writer
     body_sha = evidence.digest(inbound.body)
 
     def work(unit: UnitOfWork) -> Receipt:
@@ -414,15 +402,15 @@ def seal(
             )
         for sha, content in payloads.items():
             unit.put_payload(sha, content)
-        leaf = append_evidence(unit, signer, record, inbound.received_at)
+        row = evidence.append(unit, signer, leaf, inbound.received_at)
         receipt = Receipt(
             message_id=canonical.message_id,
             status="accepted",
-            leaf_index=leaf.leaf_index,
-            leaf_hash=leaf.leaf_hash.hex(),
-            time=leaf.signed_at,
-            key_id=leaf.key_id,
-            signature=leaf.signature,
+            leaf_index=row.leaf_index,
+            leaf_hash=row.leaf_hash.hex(),
+            time=row.signed_at,
+            key_id=row.key_id,
+            signature=row.signature,
             receivers=routed.receivers,
         )
         unit.insert_message(
@@ -435,7 +423,7 @@ def seal(
                 correlation_id=canonical.correlation_id,
                 received_at=inbound.received_at,
                 body_sha256=body_sha,
-                leaf_index=leaf.leaf_index,
+                leaf_index=row.leaf_index,
                 receipt=json.dumps(receipt.as_json()),
             )
         )

@@ -16,18 +16,15 @@ from typing import Any
 from lxml import etree
 
 from gateway.errors import ParseError, PayloadTooLargeError
+from gateway.namespaces import SOAP11_NS
 
 __all__ = [
     "SOAP11_NS",
-    "SOAP12_NS",
     "ParserLimits",
     "parse_json",
     "parse_xml",
     "soap_payload",
 ]
-
-SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import pipeline
+from gateway import evidence, pipeline
 from gateway.certs import Identity, identity_of
 from gateway.errors import (
     AuthenticationError,
@@ -34,6 +34,7 @@ from gateway.errors import (
 )
 from gateway.evidence import Receipt
 from gateway.hub import Hub, new_trace_id
+from gateway.namespaces import HUB_NS
 from gateway.outbox import iso, utc_now
 from gateway.service.tls import client_certificate
 from gateway.store import UnitOfWork
@@ -45,7 +46,6 @@ log = structlog.get_logger("guichet.service")
 
 TRACE_HEADER = "BelGov-Trace-Id"
 RELATED_TRACE_HEADER = "BelGov-Related-Trace-Id"
-HUB_NS = "urn:be:guichet:hub:1"
 _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
 
 
@@ -257,16 +257,18 @@ async def accept(
             path=error.path,
             schema_id=error.schema_id,
         )
-        record = pipeline.rejection_record(
-            inbound.sender,
-            inbound.body,
-            inbound.trace_id,
-            inbound.received_at,
-            error.code,
-            error.path,
+        leaf = evidence.Leaf.of(
+            pipeline.rejection_record(
+                inbound.sender,
+                inbound.body,
+                inbound.trace_id,
+                inbound.received_at,
+                error.code,
+                error.path,
+            )
         )
         await hub.store.write_async(
-            lambda unit: pipeline.append_evidence(unit, hub.signer, record, inbound.received_at)
+            lambda unit: evidence.append(unit, hub.signer, leaf, inbound.received_at)
         )
         raise
     hub.outbox.wake()
