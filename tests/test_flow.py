@@ -353,3 +353,29 @@ def test_a_case_reference_is_one_case_whatever_its_spacing(live: RunningHub) -> 
     response = _flanders_decision(live, dossiernummer=f" {subject} ", antwoordOp=filed)
     assert response.status_code == 202, response.text
     assert live.hub.store.message(response.json()["messageId"]).subject == subject  # type: ignore[union-attr]
+
+
+def test_a_whole_case_logs_no_personal_data(live: RunningHub) -> None:
+    from gateway.testing import capture_logs
+
+    body = json.loads((EXAMPLES / "be-platform" / "application.submitted.json").read_bytes())
+    applicant = body["application"]["applicant"]
+    secrets = [
+        applicant["nationalRegisterNumber"],
+        applicant["name"]["last"],
+        applicant["name"]["first"],
+        applicant["identity"]["passportNumber"],
+        applicant["birth"]["date"],
+    ]
+    with capture_logs() as logs:
+        _, subject = _file_case(live)
+        assert _wait(
+            lambda: (
+                [r.type for r in live.hub.store.messages_for_subject(subject)] == list(CASE_TYPES)
+            )
+        )
+        assert _quiet(live)
+    events = {e["event"] for e in logs.events()}
+    assert {"message.accepted", "delivery.attempted"} <= events  # the capture saw the case
+    for secret in secrets:
+        assert secret not in logs.text, secret

@@ -350,10 +350,12 @@ def test_trace_id_is_honoured_returned_and_logged_without_personal_data(
         e["event"] == "message.rejected" and e["trace_id"] == "trace-of-refusal" for e in events
     )
     applicant = body["application"]["applicant"]
+    refused = json.loads(_invalid_insz())["application"]["applicant"]
     for secret in (
         applicant["nationalRegisterNumber"],
         applicant["name"]["last"],
         applicant["identity"]["passportNumber"],
+        refused["nationalRegisterNumber"],  # the refused message's own, invalid, number
     ):
         assert secret not in logs.text
 
