@@ -6,7 +6,7 @@ Pure functions over the canonical XML; no IO. See DOMAIN.md for the rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 
 from lxml import etree
@@ -67,6 +67,11 @@ def _path(element: etree._Element) -> str:
 _INSZ = etree.XPath("//c:insz", namespaces=_NS)
 _KBO = etree.XPath("//c:enterpriseNumber", namespaces=_NS)
 _UNIT = etree.XPath("//c:establishmentUnit/c:number", namespaces=_NS)
+# Numbers of the enterprise register (KBO/BCE): where, how checked, which problem.
+_REGISTER_NUMBERS: tuple[tuple[etree.XPath, Callable[[str], bool], str, str], ...] = (
+    (_KBO, is_valid_enterprise_number, "domain.kbo-check-digit", "enterprise number"),
+    (_UNIT, is_valid_establishment_unit, "domain.unit-check-digit", "establishment unit number"),
+)
 _DATE_PAIRS = (
     ("contractStart", "contractEnd"),
     ("validFrom", "validUntil"),
@@ -89,26 +94,18 @@ def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
             continue
         born = element.getparent().findtext(f"{{{C}}}birthDate")  # type: ignore[union-attr]
         encoded = _birth_date(number)
-        if born and encoded and encoded.isoformat() != born:
+        if born and encoded and (encoded.year, encoded.month, encoded.day) != _date_key(born):
             yield DomainCheckError(
                 "national/BIS number does not encode the worker's birth date",
                 code="domain.insz-birthdate",
                 path=_path(element),
             )
-    for element in _elements(_KBO, message):
-        if not is_valid_enterprise_number(element.text or ""):
-            yield DomainCheckError(
-                f"enterprise number {element.text} fails its check digits",
-                code="domain.kbo-check-digit",
-                path=_path(element),
-            )
-    for element in _elements(_UNIT, message):
-        if not is_valid_establishment_unit(element.text or ""):
-            yield DomainCheckError(
-                f"establishment unit number {element.text} fails its check digits",
-                code="domain.unit-check-digit",
-                path=_path(element),
-            )
+    for xpath, is_valid, code, what in _REGISTER_NUMBERS:
+        for element in _elements(xpath, message):
+            if not is_valid(element.text or ""):
+                yield DomainCheckError(
+                    f"{what} {element.text} fails its check digits", code=code, path=_path(element)
+                )
     for xpath, second_tag, first, second in _PAIR_XPATHS:
         for element in _elements(xpath, message):
             later = element.getparent().find(second_tag)  # type: ignore[union-attr]

@@ -315,20 +315,23 @@ def create_app(hub: Hub) -> FastAPI:
             return soap_fault(wrapped, trace_id)
         return problem_response(wrapped, trace_id)
 
-    @app.post("/v1/messages", status_code=202, response_model=None)
-    async def post_message(request: Request) -> Response:
-        """Send a message (JSON or XML by Content-Type, in the sender's own format)."""
+    async def inbound(request: Request, transport: pipeline.Transport) -> pipeline.InboundMessage:
+        """The authenticated sender and the exact bytes it sent, read within the limits."""
         sender = _party(request, hub)
-        body = await _read_body(request, hub.limits.max_bytes, hub.config.settings.body_timeout_s)
-        inbound = pipeline.InboundMessage(
+        settings = hub.config.settings
+        return pipeline.InboundMessage(
             sender=sender,
-            body=body,
+            body=await _read_body(request, hub.limits.max_bytes, settings.body_timeout_s),
             content_type=request.headers.get("content-type", ""),
-            transport="rest",
+            transport=transport,
             trace_id=request.state.trace_id,
             received_at=iso(utc_now()),
         )
-        receipt = await accept(hub, inbound)
+
+    @app.post("/v1/messages", status_code=202, response_model=None)
+    async def post_message(request: Request) -> Response:
+        """Send a message (JSON or XML by Content-Type, in the sender's own format)."""
+        receipt = await accept(hub, await inbound(request, "rest"))
         return JSONResponse(
             receipt.as_json(), status_code=202 if receipt.status == "accepted" else 200
         )
@@ -336,17 +339,8 @@ def create_app(hub: Hub) -> FastAPI:
     @app.post("/soap/v1", response_model=None)
     async def post_soap(request: Request) -> Response:
         """SOAP 1.1 document/literal endpoint; its WSDL is at ``?wsdl``."""
-        sender = _party(request, hub)
-        body = await _read_body(request, hub.limits.max_bytes, hub.config.settings.body_timeout_s)
-        inbound = pipeline.InboundMessage(
-            sender=sender,
-            body=body,
-            content_type=request.headers.get("content-type", ""),
-            transport="soap11",
-            trace_id=request.state.trace_id,
-            received_at=iso(utc_now()),
-        )
-        receipt = await accept(hub, inbound, request.headers.get("soapaction"))
+        message = await inbound(request, "soap11")
+        receipt = await accept(hub, message, request.headers.get("soapaction"))
         return Response(_receipt_xml(receipt), media_type="text/xml; charset=utf-8")
 
     @app.get("/soap/v1", response_model=None)

@@ -96,3 +96,17 @@ def test_dates_are_compared_as_dates_not_text() -> None:
     assert _date_key("12030-02-01") > _date_key("2027-01-31")
     assert _date_key("2027-01-31") > _date_key("2027-01-30Z")
     assert _date_key("-0044-03-15") < _date_key("0001-01-01")
+
+
+def test_a_birth_date_with_a_time_zone_still_matches_the_national_number() -> None:
+    from lxml import etree
+
+    from gateway.domain import check_canonical
+
+    insz = _insz("940315", "027")
+    for born in ("1994-03-15", "1994-03-15Z", "1994-03-15+01:00"):
+        worker = etree.fromstring(
+            f'<c:worker xmlns:c="urn:be:guichet:canonical:1"><c:birthDate>{born}</c:birthDate>'
+            f"<c:insz>{insz}</c:insz></c:worker>"
+        )
+        check_canonical(worker)
