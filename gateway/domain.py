@@ -1,4 +1,5 @@
-"""Domain checks on canonical messages: identifiers, dates, and the competent region.
+"""Domain checks on canonical messages: identifiers and dates (the competent region is a code
+list: gateway/codelists.py).
 
 Pure functions over the canonical XML; no IO. See DOMAIN.md for the rules.
 """
@@ -12,15 +13,13 @@ from datetime import date
 from lxml import etree
 from stdnum.be import bis, nn, vat
 
-from gateway.errors import DomainCheckError, RoutingError
+from gateway.errors import DomainCheckError
 from gateway.namespaces import CANONICAL_NS
 
 __all__ = [
-    "GERMAN_SPEAKING_POSTCODES",
     "check_canonical",
     "is_valid_establishment_unit",
     "is_valid_insz",
-    "region_of_postcode",
 ]
 
 C = CANONICAL_NS
@@ -134,37 +133,3 @@ def check_canonical(message: etree._Element) -> None:
     """Raise the first domain violation of a canonical message (schema-valid already)."""
     for violation in _violations(message):
         raise violation
-
-
-# --- competent region ---------------------------------------------------------------------------
-
-# The nine municipalities of the German-speaking Community, by postcode (with their sections).
-GERMAN_SPEAKING_POSTCODES: dict[str, str] = {
-    "4700": "Eupen", "4701": "Eupen (Kettenis)",
-    "4710": "Lontzen", "4711": "Lontzen (Walhorn)",
-    "4720": "Kelmis", "4721": "Kelmis (Neu-Moresnet)", "4728": "Kelmis (Hergenrath)",
-    "4730": "Raeren", "4731": "Raeren (Eynatten)",
-    "4750": "Bütgenbach",
-    "4760": "Büllingen", "4761": "Büllingen (Rocherath)",
-    "4770": "Amel", "4771": "Amel (Heppenbach)",
-    "4780": "Sankt Vith", "4782": "Sankt Vith (Schönberg)", "4783": "Sankt Vith (Lommersweiler)",
-    "4784": "Sankt Vith (Crombach)",
-    "4790": "Burg-Reuland", "4791": "Burg-Reuland (Thommen)",
-}  # fmt: skip
-
-
-def region_of_postcode(postcode: str) -> str:
-    """``brussels``, ``flanders``, ``wallonia`` or ``german-speaking`` for a Belgian postcode."""
-    code = postcode.strip()
-    if len(code) != 4 or not code.isdigit():
-        raise RoutingError(f"{postcode!r} is not a Belgian postcode", code="routing.no-region")
-    if code in GERMAN_SPEAKING_POSTCODES:
-        return "german-speaking"
-    number = int(code)
-    if 1000 <= number <= 1210:
-        return "brussels"
-    if 1300 <= number <= 1499 or 4000 <= number <= 7999:
-        return "wallonia"
-    if 1500 <= number <= 3999 or 8000 <= number <= 9999:
-        return "flanders"
-    raise RoutingError(f"no region for postcode {postcode}", code="routing.no-region")

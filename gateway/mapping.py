@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
+from gateway.codelists import Municipalities
 from gateway.errors import (
     ConfigurationError,
     GatewayError,
@@ -579,6 +580,7 @@ class MappingSet:
     parties: Mapping[str, PartyFormat]
     mappings: Mapping[tuple[str, Direction, str], CompiledMapping]
     sources: Mapping[str, bytes]  # every file read (relative path → the exact bytes used)
+    municipalities: Municipalities  # mappings/codelists/municipalities.csv
 
     @classmethod
     def load(cls, home: Path, catalog: SchemaCatalog | None = None) -> MappingSet:
@@ -608,7 +610,9 @@ class MappingSet:
                     mappings[(party.party, compiled.direction, compiled.message_type)] = compiled
         if errors:
             raise ConfigurationError("mappings do not check:\n  " + "\n  ".join(errors))
-        return cls(catalog, parties, mappings, sources.contents)
+        table = mappings_dir / "codelists" / "municipalities.csv"
+        municipalities = Municipalities.parse(sources.read(table).decode(), str(table))
+        return cls(catalog, parties, mappings, sources.contents, municipalities)
 
     def get(self, party: str, direction: Direction, message_type: str) -> CompiledMapping:
         try:

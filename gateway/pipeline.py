@@ -213,9 +213,11 @@ def authorise(validated: ValidatedMessage, parties: PartyRegistry) -> Authorised
 _POSTCODE = f"{_C}applicationSubmitted/{_C}employer/{_C}establishmentUnit/{_C}address/{_C}postcode"
 
 
-def _region_of_workplace(canonical: CanonicalMessage, parties: PartyRegistry) -> str:
+def _region_of_workplace(
+    canonical: CanonicalMessage, parties: PartyRegistry, mappings: MappingSet
+) -> str:
     postcode = canonical.element.findtext(_POSTCODE) or ""
-    region = domain.region_of_postcode(postcode)
+    region = mappings.municipalities.region_of(postcode)
     party = parties.region_party(region)
     if party is None:
         raise RoutingError(f"no party handles the {region} region yet", code="routing.no-region")
@@ -237,7 +239,7 @@ def route(
     """
     sender = canonical.validated.inbound.sender
     if canonical.message_type in parties.case_openers:
-        region: str | None = _region_of_workplace(canonical, parties)
+        region: str | None = _region_of_workplace(canonical, parties, mappings)
         case_parties: list[str] = []
     else:
         case = cases.case(canonical.subject)

@@ -1,17 +1,21 @@
 """Identifier checks and the competent region."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.codelists import Municipalities
 from gateway.domain import (
-    GERMAN_SPEAKING_POSTCODES,
     is_valid_enterprise_number,
     is_valid_establishment_unit,
     is_valid_insz,
-    region_of_postcode,
 )
 from gateway.errors import RoutingError
+
+TABLE_PATH = Path(__file__).resolve().parents[2] / "mappings" / "codelists" / "municipalities.csv"
+TABLE = Municipalities.parse(TABLE_PATH.read_text(), str(TABLE_PATH))
 
 
 def _insz(born: str, serial: str, after_2000: bool = False) -> str:
@@ -54,7 +58,7 @@ def test_establishment_unit_numbers_start_with_2_to_8() -> None:
         ("1210", "brussels"),
         ("1300", "wallonia"),
         ("1500", "flanders"),
-        ("3999", "flanders"),
+        ("3990", "flanders"),
         ("4000", "wallonia"),
         ("4700", "german-speaking"),
         ("4780", "german-speaking"),
@@ -66,28 +70,43 @@ def test_establishment_unit_numbers_start_with_2_to_8() -> None:
     ],
 )
 def test_region_of_postcode(postcode: str, region: str) -> None:
-    assert region_of_postcode(postcode) == region
+    assert TABLE.region_of(postcode) == region
+
+
+def test_the_table_covers_every_postcode_range_of_every_region() -> None:
+    assert len(TABLE) > 1100
+    spans = (
+        (1000, 1299, "brussels"),
+        (1300, 1499, "wallonia"),
+        (1500, 3999, "flanders"),
+        (4000, 7999, "wallonia"),
+        (8000, 9999, "flanders"),
+    )
+    for first, last, region in spans:
+        codes = [str(n) for n in range(first, last + 1) if TABLE.at(str(n))]
+        assert codes, (first, last)
+        others = {TABLE.region_of(c) for c in codes} - {region, "german-speaking"}
+        assert not others, (first, last, others)
 
 
 def test_the_nine_german_speaking_municipalities_are_all_there() -> None:
-    names = {name.split(" (")[0] for name in GERMAN_SPEAKING_POSTCODES.values()}
-    assert names == {
-        "Eupen",
-        "Kelmis",
-        "Lontzen",
-        "Raeren",
-        "Amel",
-        "Büllingen",
-        "Burg-Reuland",
-        "Bütgenbach",
-        "Sankt Vith",
+    names = {
+        m.name_de
+        for code in range(4700, 4800)
+        for m in TABLE.at(str(code))
+        if m.region == "german-speaking"
     }
+    assert names == {
+        "Eupen", "Kelmis", "Lontzen", "Raeren", "Amel", "Büllingen", "Burg-Reuland",
+        "Bütgenbach", "Sankt Vith",
+    }  # fmt: skip
+    assert TABLE.region_of("4800") == "wallonia"  # Verviers, next door, is not
 
 
-@pytest.mark.parametrize("postcode", ["0999", "12345", "B-9000", ""])
+@pytest.mark.parametrize("postcode", ["0999", "12345", "B-9000", "", "1211"])
 def test_not_a_belgian_postcode(postcode: str) -> None:
     with pytest.raises(RoutingError):
-        region_of_postcode(postcode)
+        TABLE.region_of(postcode)
 
 
 def test_dates_are_compared_as_dates_not_text() -> None:
