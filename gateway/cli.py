@@ -7,7 +7,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from gateway.errors import GatewayError
+from gateway.errors import ConfigurationError, GatewayError
 
 __all__ = ["main"]
 
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on free ports, not on the endpoints of parties.toml",
     )
+
+    validate = commands.add_parser(
+        "validate", help="check one message as the hub would, and print the problems"
+    )
+    validate.add_argument("file", type=Path)
+    validate.add_argument("--party", required=True, help="the party that sends it")
 
     mappings = commands.add_parser("mappings", help="schemas and mappings")
     mappings_cmd = mappings.add_subparsers(dest="mappings_command", required=True)
@@ -102,6 +108,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sandbox":
         return _sandbox(args)
+    if args.command == "validate":
+        from gateway.checkfile import check_file, render
+        from gateway.config import HubConfig
+        from gateway.mapping import MappingSet
+
+        config = HubConfig.load(_settings(None))
+        if args.party not in config.parties:
+            raise ConfigurationError(f"no party {args.party!r} in parties.toml")
+        checked = check_file(args.file, args.party, MappingSet.load(config.home), config.parties)
+        print(render(checked))
+        return 0 if checked.ok else 1
     if args.command == "mappings":
         from gateway.mapping import main as mappings_main
 

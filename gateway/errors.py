@@ -50,6 +50,7 @@ __all__ = [
     "StoreError",
     "UnknownMessageTypeError",
     "UnsupportedMediaTypeError",
+    "problem_body",
     "problem_of",
 ]
 
@@ -206,6 +207,24 @@ PROBLEMS: dict[str, Problem] = {
     "delivery.failed": Problem(502, "Delivery failed", "Server"),
     "gateway.error": Problem(500, "Internal error", "Server"),
 }
+
+
+def problem_body(error: GatewayError, trace_id: str | None = None) -> dict[str, Any]:
+    """The RFC 9457 problem of an error (fields also carried by SOAP Fault details)."""
+    problem = problem_of(error)
+    body: dict[str, Any] = {
+        "type": f"urn:guichet:problem:{error.code}",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    if trace_id is not None:
+        body["traceId"] = trace_id
+    where = {"path": error.path, "line": error.line, "schemaId": error.schema_id}
+    body.update({key: value for key, value in where.items() if value is not None})
+    body.update(error.extra)
+    return body
 
 
 def problem_of(error: GatewayError) -> Problem:

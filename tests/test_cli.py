@@ -117,3 +117,33 @@ def test_unknown_data_dir_for_audit_is_a_clear_error(tmp_path: Path) -> None:
     result = guichet("audit", "verify", "--data-dir", str(tmp_path / "nothing"))
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_validate_prints_every_problem_a_back_office_would_get(tmp_path: Path) -> None:
+    import json
+
+    good = guichet(
+        "validate", "examples/be-platform/application.submitted.json", "--party", "be-platform"
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "application.submitted" in good.stdout
+    body = json.loads((HOME / "examples/be-platform/application.submitted.json").read_bytes())
+    body["application"]["applicant"]["birth"]["date"] = "15/03/1994"
+    body["application"]["position"]["occupationCode"] = "25X2"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(body))
+    bad = guichet("validate", str(broken), "--party", "be-platform")
+    assert bad.returncode == 1
+    problems = [json.loads(line) for line in bad.stdout.splitlines()[1:]]
+    assert {p["code"] for p in problems} == {"schema.invalid"}
+    assert {p["path"] for p in problems} == {
+        "/application/applicant/birth/date",
+        "/application/position/occupationCode",
+    }
+    soap = guichet("validate", "examples/be-fed-ibz/residence.decided.xml", "--party", "be-fed-ibz")
+    assert soap.returncode == 0, soap.stdout + soap.stderr
+    foreign = guichet(
+        "validate", "examples/be-fed-ibz/residence.decided.xml", "--party", "be-platform"
+    )
+    assert foreign.returncode == 1
+    assert "schema.wrong-namespace" in foreign.stdout

@@ -30,6 +30,7 @@ from gateway.errors import (
     NotFoundError,
     ParseError,
     PayloadTooLargeError,
+    problem_body,
     problem_of,
 )
 from gateway.evidence import Receipt
@@ -136,28 +137,8 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
-def _problem_body(error: GatewayError, trace_id: str) -> dict[str, Any]:
-    problem = problem_of(error)
-    body: dict[str, Any] = {
-        "type": f"urn:guichet:problem:{error.code}",
-        "title": problem.title,
-        "status": problem.status,
-        "detail": error.detail,
-        "code": error.code,
-        "traceId": trace_id,
-    }
-    if error.path is not None:
-        body["path"] = error.path
-    if error.line is not None:
-        body["line"] = error.line
-    if error.schema_id is not None:
-        body["schemaId"] = error.schema_id
-    body.update(error.extra)
-    return body
-
-
 def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
-    body = _problem_body(error, trace_id)
+    body = problem_body(error, trace_id)
     return JSONResponse(
         body,
         status_code=body["status"],
@@ -167,7 +148,7 @@ def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
 
 
 def soap_fault(error: GatewayError, trace_id: str) -> Response:
-    body = _problem_body(error, trace_id)
+    body = problem_body(error, trace_id)
     fields = "".join(
         f"<h:{key}>{escape(str(body[key]))}</h:{key}>"
         for key in ("code", "type", "status", "path", "line", "schemaId", "traceId")
