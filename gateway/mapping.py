@@ -874,7 +874,36 @@ def main(argv: list[str]) -> int:
             f"{'FAIL' if problems else 'ok  '} {mapping.party} {mapping.direction}"
             f" {mapping.message_type}"
         )
+    print()
+    print(coverage_table(mappings))
     return 1 if failures else 0
+
+
+def catalogue(mappings: MappingSet) -> list[str]:
+    """Every message type of the canonical model (the enumeration of c:envelope/c:type)."""
+    envelope = mappings.catalog[CANONICAL_SCHEMA].element(f"{{{CANONICAL_NS}}}message")
+    for element in envelope.type.content.iter_elements():
+        if element.local_name == "envelope":
+            for field_decl in element.type.content.iter_elements():
+                if field_decl.local_name == "type":
+                    return sorted(_enumeration(field_decl) or [])
+    return []
+
+
+def coverage_table(mappings: MappingSet) -> str:
+    """Which types each party can send (S) and receive (R), type by type of the catalogue."""
+    parties = sorted(mappings.parties)
+    width = max(len(t) for t in catalogue(mappings) or ["type"])
+    lines = ["coverage: S = can send (to-canonical), R = can receive (from-canonical)"]
+    lines.append(" " * width + "  " + "  ".join(f"{p:<11}" for p in parties))
+    for message_type in catalogue(mappings):
+        cells = []
+        for party in parties:
+            sends = (party, "to-canonical", message_type) in mappings.mappings
+            receives = (party, "from-canonical", message_type) in mappings.mappings
+            cells.append(f"{('S' if sends else '') + ('R' if receives else '') or '-':<11}")
+        lines.append(f"{message_type:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ def test_mappings_check_passes_on_the_repository() -> None:
     result = guichet("mappings", "check")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ok ") >= 17
+    table = result.stdout.split("coverage:", 1)[1].splitlines()
+    row = next(line.split() for line in table if line.startswith("application.submitted "))
+    parties = table[1].split()
+    assert dict(zip(parties, row[1:], strict=True))["be-platform"] == "S"
+    assert dict(zip(parties, row[1:], strict=True))["be-vlg-wse"] == "R"
 
 
 def test_sandbox_command_serves_the_back_offices(tmp_path: Path) -> None:
