@@ -1,18 +1,30 @@
-"""SOAP 1.1 delivery (document/literal): the payload goes in an envelope, to the receiver's WSDL.
+"""SOAP 1.1 and 1.2 delivery (document/literal): the payload goes in an envelope, to the
+receiver's WSDL.
 
 The receiver's WSDL is read once, with zeep, from local files only (:class:`Wsdl`): it says which
-operation takes which payload element, under which ``SOAPAction``, and what the reply must be. The
-hub's own ids ride in a SOAP Header (``h:MessageId``, ``h:TraceId`` in ``urn:be:guichet:hub:1``) so
-the back office can deduplicate without reading the payload; the WSDL's address is never used, the
-configured endpoint is.
+operation takes which payload element, in which SOAP version (the binding's), under which action,
+and what the reply must be. The hub's own ids ride in a SOAP Header (``h:MessageId``,
+``h:TraceId`` in ``urn:be:guichet:hub:1``) so the back office can deduplicate without reading the
+payload; the WSDL's address is never used, the configured endpoint is.
+
+How each version travels (the WSDL's binding decides, per operation)::
+
+    SOAP 1.1   Content-Type: text/xml; charset=utf-8           SOAPAction: "<soapAction>"
+    SOAP 1.2   Content-Type: application/soap+xml; charset=utf-8; action="<soapAction>"
+
+A WSDL that binds one operation in both versions is called in the version the adapter prefers:
+``soap11`` (:class:`SoapAdapter`) 1.1, ``soap12`` (:class:`Soap12Adapter`) 1.2.
 
 How a reply is read::
 
-    SOAP Fault, faultcode *:Client (Client.*, MustUnderstand, VersionMismatch) → rejected
-    SOAP Fault, any other faultcode (Server …)                                → failed
-    2xx, the Body holds the operation's output element, and zeep reads it     → delivered
-    2xx, anything else (not XML, not an envelope, another element)            → failed
-    any other status without a Fault                                         → classify(status)
+    SOAP 1.1 Fault *:Client (Client.*), MustUnderstand, VersionMismatch   → rejected
+    SOAP 1.2 Fault env:Sender, MustUnderstand, VersionMismatch,
+                   DataEncodingUnknown                                   → rejected
+    any other Fault (SOAP 1.1 Server …, SOAP 1.2 env:Receiver)           → failed
+    2xx, the Body holds the operation's output element in the request's
+         SOAP version, and zeep reads it                                 → delivered
+    2xx, anything else (not XML, not an envelope, another element)       → failed
+    any other status without a Fault                                     → classify(status)
 
 Replies are parsed with the hub's hardened parser (``gateway.xml.parse_xml``), never by zeep's.
 """
@@ -23,7 +35,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import httpx
@@ -32,27 +44,38 @@ from zeep.exceptions import Error as ZeepError
 from zeep.settings import Settings
 from zeep.transports import Transport
 from zeep.wsdl import Document
-from zeep.wsdl.bindings.soap import Soap11Binding
+from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
 from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, classify
 from gateway.errors import ConfigurationError, GatewayError, ParseError, UnknownMessageTypeError
 from gateway.namespaces import HUB_NS
-from gateway.xml import SOAP11_NS, parse_xml, soap_payload
+from gateway.xml import (
+    SOAP11_NS,
+    SOAP12_NS,
+    SoapVersion,
+    parse_xml,
+    soap_content_type,
+    soap_payload,
+)
 
 __all__ = [
     "HUB_HEADER_NS",
+    "Soap12Adapter",
     "SoapAdapter",
     "SoapFault",
     "SoapOperation",
+    "SoapVersion",
     "Wsdl",
     "build_envelope",
     "soap_fault_of",
 ]
 
 HUB_HEADER_NS = HUB_NS  # the hub's own SOAP headers
-_SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
-# Fault codes after which sending the same envelope again cannot succeed.
-_PERMANENT_FAULTS = ("Client", "MustUnderstand", "VersionMismatch")
+_ENVELOPE_NS: dict[SoapVersion, str] = {"1.1": SOAP11_NS, "1.2": SOAP12_NS}
+# Fault codes after which sending the same envelope again cannot succeed: SOAP 1.1's Client (and
+# its dotted refinements), SOAP 1.2's Sender and DataEncodingUnknown, both versions' MustUnderstand
+# and VersionMismatch.
+_PERMANENT_FAULTS = ("Client", "Sender", "MustUnderstand", "VersionMismatch", "DataEncodingUnknown")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,21 +111,28 @@ class _LocalFilesOnly(Transport):
 
 @dataclass(frozen=True)
 class SoapOperation:
-    """One document/literal operation of a SOAP 1.1 binding."""
+    """One document/literal operation of a SOAP 1.1 or 1.2 binding."""
 
     name: str
     soap_action: str
     input_element: str  # Clark name of the Body's payload element in the request
     output_element: str | None  # … and in the reply (None for a one-way operation)
     _zeep: Any = field(repr=False, compare=False)
+    version: SoapVersion = "1.1"  # of its binding: requests and replies are in this version
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type of a request (SOAP 1.2: with the action as its parameter)."""
+        return soap_content_type(self.version, self.soap_action or None)
 
     def check_output(self, envelope: etree._Element) -> etree._Element:
         """The reply's payload if it is this operation's output as the WSDL describes it.
 
         zeep reads the envelope with the operation's output message (strict: an unexpected element
-        raises); the required top-level children must be there. Raises ``ParseError``.
+        raises); the required top-level children must be there. A reply in the other SOAP version
+        than the operation's is refused (``soap.version-mismatch``). Raises ``ParseError``.
         """
-        payload, _ = soap_payload(envelope)
+        payload, _ = soap_payload(envelope, expect=self.version)
         if payload.tag != self.output_element:
             raise ParseError(
                 f"{self.name} answers {self.output_element}, the reply holds {payload.tag}",
@@ -127,7 +157,8 @@ class SoapOperation:
         return payload
 
     def serialize_output(self, values: Mapping[str, Any]) -> bytes:
-        """A reply envelope carrying this operation's output, built by zeep from the WSDL.
+        """A reply envelope (in the operation's SOAP version) carrying this operation's output,
+        built by zeep from the WSDL.
 
         For servers speaking this WSDL (the sandbox back offices); ``values`` are the output
         element's children by name. Raises ``ConfigurationError`` for a one-way operation or
@@ -151,19 +182,32 @@ def _member(value: Any, name: str) -> Any:
 
 @dataclass(frozen=True)
 class Wsdl:
-    """A WSDL's SOAP 1.1 operations, by the element their input carries (document/literal)."""
+    """A WSDL's SOAP 1.1 and 1.2 operations, by the element their input carries
+    (document/literal).
+
+    ``operations`` has one operation per input element: where the WSDL binds an element in both
+    SOAP versions, the one of the version preferred at load. ``by_version`` has them all.
+    """
 
     path: Path
     operations: Mapping[str, SoapOperation]  # input element (Clark) → operation
     addresses: tuple[str, ...]  # soap:address locations, informative only
+    by_version: Mapping[SoapVersion, Mapping[str, SoapOperation]] = field(
+        default_factory=dict, repr=False
+    )
+
+    @property
+    def versions(self) -> frozenset[SoapVersion]:
+        """The SOAP versions the WSDL binds."""
+        return frozenset(version for version, found in self.by_version.items() if found)
 
     @classmethod
-    def load(cls, path: Path, root: Path | None = None) -> Wsdl:
+    def load(cls, path: Path, root: Path | None = None, *, prefer: SoapVersion = "1.1") -> Wsdl:
         """Read ``path`` and what it imports, from files under ``root`` (default: its folder).
 
         Raises ``ConfigurationError`` when the WSDL cannot be read, imports a remote document, has
-        no SOAP 1.1 binding, or two operations take the same input element (dispatch would be
-        ambiguous).
+        no SOAP 1.1 or 1.2 binding, or two operations of one version take the same input element
+        (dispatch would be ambiguous).
         """
         settings = Settings(
             strict=True,
@@ -184,10 +228,16 @@ class Wsdl:
             raise
         except (ZeepError, etree.Error, OSError, ValueError, KeyError) as exc:
             raise ConfigurationError(f"{path}: not a usable WSDL: {exc}") from exc
-        operations: dict[str, SoapOperation] = {}
+        by_version: dict[SoapVersion, dict[str, SoapOperation]] = {"1.1": {}, "1.2": {}}
         for binding in document.bindings.values():
-            if not isinstance(binding, Soap11Binding):
-                continue
+            # Soap12Binding is no subclass of Soap11Binding: both are SoapBinding's.
+            if isinstance(binding, Soap12Binding):
+                version: SoapVersion = "1.2"
+            elif isinstance(binding, Soap11Binding):
+                version = "1.1"
+            else:
+                continue  # an HTTP GET/POST binding: not SOAP
+            operations = by_version[version]
             for name, operation in binding.all().items():  # type: ignore[no-untyped-call]
                 body = getattr(operation.input, "body", None)
                 if body is None or getattr(body, "qname", None) is None:
@@ -206,23 +256,31 @@ class Wsdl:
                     input_element=tag,
                     output_element=output_body.qname.text if output_body is not None else None,
                     _zeep=operation,
+                    version=version,
                 )
-        if not operations:
-            raise ConfigurationError(f"{path}: no SOAP 1.1 document/literal operation")
+        other: SoapVersion = "1.2" if prefer == "1.1" else "1.1"
+        merged = {**by_version[other], **by_version[prefer]}
+        if not merged:
+            raise ConfigurationError(f"{path}: no SOAP 1.1 or 1.2 document/literal operation")
         addresses = tuple(
             str(port.binding_options.get("address", ""))
             for service in document.services.values()
             for port in service.ports.values()
         )
-        return cls(path=path, operations=operations, addresses=addresses)
+        return cls(path=path, operations=merged, addresses=addresses, by_version=by_version)
 
-    def operation_for(self, payload: etree._Element) -> SoapOperation:
-        """The operation that takes this payload element; ``UnknownMessageTypeError`` if none."""
+    def operation_for(
+        self, payload: etree._Element, version: SoapVersion | None = None
+    ) -> SoapOperation:
+        """The operation that takes this payload element (in ``version``, when given);
+        ``UnknownMessageTypeError`` if none."""
+        operations = self.operations if version is None else self.by_version.get(version, {})
         try:
-            return self.operations[payload.tag]
+            return operations[payload.tag]
         except KeyError:
+            what = "no operation" if version is None else f"no SOAP {version} operation"
             raise UnknownMessageTypeError(
-                f"{self.path.name} has no operation taking {payload.tag}", path="/"
+                f"{self.path.name} has {what} taking {payload.tag}", path="/"
             ) from None
 
 
@@ -230,17 +288,24 @@ class Wsdl:
 # Envelopes and faults
 
 
-def build_envelope(payload: etree._Element, headers: Mapping[str, str] | None = None) -> bytes:
-    """A SOAP 1.1 envelope around ``payload``; ``headers`` become ``h:<name>`` Header entries."""
-    envelope = etree.Element(f"{{{SOAP11_NS}}}Envelope", nsmap={"soap": SOAP11_NS})
+def build_envelope(
+    payload: etree._Element,
+    headers: Mapping[str, str] | None = None,
+    version: SoapVersion = "1.1",
+) -> bytes:
+    """A SOAP envelope of ``version`` around ``payload``; ``headers`` become ``h:<name>`` Header
+    entries."""
+    namespace = _ENVELOPE_NS[version]
+    prefix = "soap" if version == "1.1" else "env"
+    envelope = etree.Element(f"{{{namespace}}}Envelope", nsmap={prefix: namespace})
     if headers:
-        header = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Header")
+        header = etree.SubElement(envelope, f"{{{namespace}}}Header")
         for name, value in headers.items():
             entry = etree.SubElement(
                 header, f"{{{HUB_HEADER_NS}}}{name}", nsmap={"h": HUB_HEADER_NS}
             )
             entry.text = value
-    body = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Body")
+    body = etree.SubElement(envelope, f"{{{namespace}}}Body")
     # A copy: appending moves an lxml element out of its tree, the caller's stays untouched.
     body.append(copy.deepcopy(payload))
     return etree.tostring(envelope, encoding="UTF-8", xml_declaration=True)
@@ -248,10 +313,13 @@ def build_envelope(payload: etree._Element, headers: Mapping[str, str] | None = 
 
 @dataclass(frozen=True)
 class SoapFault:
-    """A SOAP 1.1 Fault: ``code`` is the faultcode's local part (``Client``, ``Server.Busy``…)."""
+    """A SOAP Fault: ``code`` is the local part of a SOAP 1.1 faultcode (``Client``,
+    ``Server.Busy``…) or of a SOAP 1.2 ``Code/Value`` (``Sender``, ``Receiver``…); ``string`` the
+    faultstring or the first ``Reason/Text``."""
 
     code: str
     string: str
+    version: SoapVersion = "1.1"
 
     @property
     def permanent(self) -> bool:
@@ -260,15 +328,26 @@ class SoapFault:
 
 
 def soap_fault_of(payload: etree._Element) -> SoapFault | None:
-    """The Fault a Body payload is, or ``None`` when it is not a SOAP 1.1 Fault."""
-    if payload.tag != f"{{{SOAP11_NS}}}Fault":
-        return None
-    # faultcode and faultstring are unqualified children in SOAP 1.1.
-    raw_code = (payload.findtext("faultcode") or "").strip()
-    return SoapFault(
-        code=raw_code.rpartition(":")[2] or "Server",
-        string=(payload.findtext("faultstring") or "").strip(),
-    )
+    """The Fault a Body payload is, or ``None`` when it is no SOAP 1.1 or 1.2 Fault.
+
+    A fault code that cannot be read is taken for the receiver's (Server, Receiver): retried.
+    """
+    if payload.tag == f"{{{SOAP11_NS}}}Fault":
+        # faultcode and faultstring are unqualified children in SOAP 1.1.
+        raw_code = (payload.findtext("faultcode") or "").strip()
+        return SoapFault(
+            code=raw_code.rpartition(":")[2] or "Server",
+            string=(payload.findtext("faultstring") or "").strip(),
+        )
+    if payload.tag == f"{{{SOAP12_NS}}}Fault":
+        env = f"{{{SOAP12_NS}}}"
+        raw_code = (payload.findtext(f"{env}Code/{env}Value") or "").strip()
+        return SoapFault(
+            code=raw_code.rpartition(":")[2] or "Receiver",
+            string=(payload.findtext(f"{env}Reason/{env}Text") or "").strip(),
+            version="1.2",
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,14 +355,19 @@ def soap_fault_of(payload: etree._Element) -> SoapFault | None:
 
 
 class SoapAdapter(BaseAdapter):
-    """Delivers payloads to a SOAP 1.1 back office described by its WSDL."""
+    """Delivers payloads to a SOAP back office described by its WSDL, in the SOAP version of each
+    operation's binding (``prefer`` where the WSDL binds one in both)."""
+
+    prefer: ClassVar[SoapVersion] = "1.1"
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)
         if not config.wsdl:
             raise ConfigurationError(f"receiver {config.party}: a SOAP party needs a WSDL")
         # Imports may reach sibling folders of schemas/ (a shared hub.xsd), never beyond.
-        self.wsdl = Wsdl.load(config.schema_dir / config.wsdl, root=config.schema_dir.parent)
+        self.wsdl = Wsdl.load(
+            config.schema_dir / config.wsdl, root=config.schema_dir.parent, prefer=self.prefer
+        )
         self._client = self._http_client()
 
     def _send(self, outbound: Outbound) -> tuple[Outcome, int | None, bytes, str]:
@@ -294,22 +378,25 @@ class SoapAdapter(BaseAdapter):
             # The hub produced a body this receiver has no operation for: no retry will help.
             return "rejected", None, b"", f"{exc.code}: {exc.detail}"
         envelope = build_envelope(
-            payload, {"MessageId": outbound.message_id, "TraceId": outbound.trace_id}
+            payload,
+            {"MessageId": outbound.message_id, "TraceId": outbound.trace_id},
+            operation.version,
         )
-        response = self._client.post(
-            self.config.endpoint,
-            content=envelope,
-            headers={
-                "Content-Type": _SOAP_CONTENT_TYPE,
-                "SOAPAction": f'"{operation.soap_action}"',
-                "BelGov-Trace-Id": outbound.trace_id,
-            },
-        )
+        headers = {"Content-Type": operation.content_type, "BelGov-Trace-Id": outbound.trace_id}
+        if operation.version == "1.1":
+            headers["SOAPAction"] = f'"{operation.soap_action}"'
+        response = self._client.post(self.config.endpoint, content=envelope, headers=headers)
         outcome, detail = _outcome(operation, response)
         return outcome, response.status_code, response.content, detail
 
     def close(self) -> None:
         self._client.close()
+
+
+class Soap12Adapter(SoapAdapter):
+    """The ``soap12`` adapter: the same, calling SOAP 1.2 where the WSDL binds both versions."""
+
+    prefer: ClassVar[SoapVersion] = "1.2"
 
 
 def _outcome(operation: SoapOperation, response: httpx.Response) -> tuple[Outcome, str]:

@@ -149,7 +149,9 @@ class Problem:
 
     status: int
     title: str
-    soap_fault: str  # "Client" (the sender must change something), "Server", "MustUnderstand"
+    # SOAP 1.1 faultcode: "Client" (the sender must change something), "Server",
+    # "MustUnderstand"; SOAP 1.2 callers get env:Sender, env:Receiver, env:MustUnderstand.
+    soap_fault: str
 
 
 # The one table: error code → problem. A code missing here falls back on its class's default.
@@ -174,6 +176,9 @@ PROBLEMS: dict[str, Problem] = {
     "json.too-deep": Problem(400, "JSON nested too deeply", "Client"),
     "soap.malformed": Problem(400, "Not a SOAP 1.1 envelope", "Client"),
     "soap.action-mismatch": Problem(400, "SOAPAction does not match the payload", "Client"),
+    "soap.version-mismatch": Problem(
+        400, "The envelope's SOAP version is not the media type's", "Client"
+    ),
     "soap.must-understand": Problem(
         400, "A header that must be understood is not", "MustUnderstand"
     ),

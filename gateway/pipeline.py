@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 _C = f"{{{CANONICAL_NS}}}"
-Transport = Literal["rest", "soap11"]
+Transport = Literal["rest", "soap11", "soap12"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ class CaseLookup(Protocol):
 
 _JSON_TYPES = ("application/json",)
 _XML_TYPES = ("application/xml", "text/xml")
+_SOAP12_TYPE = "application/soap+xml"  # SOAP 1.2 Part 2 § 7.1.4 (RFC 3902)
 
 
 def _media_type(content_type: str) -> str:
@@ -138,7 +139,11 @@ def validate(
     if inbound.transport == "soap11":
         if media not in _XML_TYPES:
             raise UnsupportedMediaTypeError(f"SOAP 1.1 is text/xml, not {media or 'none'}")
-        element, _header = soap_payload(parse_xml(inbound.body, limits))
+        element, _header = soap_payload(parse_xml(inbound.body, limits), expect="1.1")
+    elif inbound.transport == "soap12":
+        if media != _SOAP12_TYPE:
+            raise UnsupportedMediaTypeError(f"SOAP 1.2 is {_SOAP12_TYPE}, not {media or 'none'}")
+        element, _header = soap_payload(parse_xml(inbound.body, limits), expect="1.2")
     else:
         expected = _JSON_TYPES if party.format == "json" else _XML_TYPES
         if media not in expected:

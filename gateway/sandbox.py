@@ -6,6 +6,12 @@ real one would, and checks what it gets against the party's schema::
 
     REST (JSON or XML)   POST /messages   → 202 {"received": id}     invalid → 4xx problem+json
     SOAP 1.1             POST /           → 200 WSDL output element  invalid → 500 soap:Client
+    SOAP 1.2             POST /           → 200 WSDL output element  invalid → 400 env:Sender
+
+A SOAP office speaks the SOAP versions its WSDL binds: the request's Content-Type tells which
+(``text/xml`` + SOAPAction, or ``application/soap+xml; action="…"``), and it answers in that
+version (a version its WSDL does not bind: a VersionMismatch Fault). It calls the hub in the
+version of its hub WSDL's binding; where that binds both, in its own WSDL's.
 
 It records every valid message (:class:`Received`), deduplicates on ``Idempotency-Key`` (REST) or
 the ``h:MessageId`` SOAP header (a duplicate is answered like the first and counted), fails on
@@ -53,7 +59,16 @@ from gateway.errors import (
 from gateway.mapping import MappingSet, PartyFormat
 from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
-from gateway.xml import SOAP11_NS, parse_xml, soap_payload
+from gateway.xml import (
+    SOAP11_NS,
+    SOAP12_NS,
+    SoapVersion,
+    parse_xml,
+    soap_action_of,
+    soap_content_type,
+    soap_payload,
+    soap_version_of,
+)
 
 __all__ = [
     "HUB_REST_PATH",
@@ -68,7 +83,7 @@ __all__ = [
 ]
 
 HUB_REST_PATH = "/v1/messages"  # where REST parties send to the hub
-HUB_SOAP_PATH = "/soap/v1"  # where SOAP 1.1 parties send to the hub (guichet-hub.wsdl)
+HUB_SOAP_PATH = "/soap/v1"  # where SOAP parties send to the hub (SOAP 1.1 or 1.2)
 PROFILES_FILE = "sandbox.toml"
 _T = TypeVar("_T")
 
@@ -188,8 +203,9 @@ class OfficeProfile:
     acknowledgement: Mapping[str, str] = field(default_factory=dict)  # SOAP output fields
 
     @property
-    def protocol(self) -> Literal["rest", "soap11"]:
-        return "soap11" if self.wsdl else "rest"
+    def protocol(self) -> Literal["rest", "soap"]:
+        """``soap`` for an office with a WSDL (its versions are the WSDL's bindings)."""
+        return "soap" if self.wsdl else "rest"
 
 
 def load_profiles(path: Path, mappings: MappingSet) -> dict[str, OfficeProfile]:
@@ -277,8 +293,13 @@ class BackOffice:
         self._wsdl = (
             Wsdl.load(schema_dir / profile.wsdl, root=schema_dir.parent) if profile.wsdl else None
         )
+        # Where the hub's WSDL binds an operation in both versions, the office calls in the
+        # version of its own service (SOAP 1.1 if that binds both too, or is not there).
+        speaks: SoapVersion = (
+            "1.2" if self._wsdl is not None and self._wsdl.versions == {"1.2"} else "1.1"
+        )
         self._hub_wsdl = (
-            Wsdl.load(schema_dir / profile.hub_wsdl, root=schema_dir.parent)
+            Wsdl.load(schema_dir / profile.hub_wsdl, root=schema_dir.parent, prefer=speaks)
             if profile.hub_wsdl
             else None
         )
@@ -326,7 +347,7 @@ class BackOffice:
         """Answer the next ``n`` calls with ``status`` (and nothing recorded) before working again.
 
         REST: a problem+json body. SOAP: a ``soap:Server`` Fault for 5xx, a ``soap:Client`` Fault
-        for 4xx, in both cases with that HTTP status.
+        for 4xx (SOAP 1.2: ``env:Receiver``, ``env:Sender``), in each case with that HTTP status.
         """
         with self._lock:
             self._failures.extend([status] * n)
@@ -388,21 +409,30 @@ class BackOffice:
     async def _soap(self, request: Request) -> Response:
         wsdl = self._wsdl
         assert wsdl is not None
+        content_type = request.headers.get("content-type", "")
+        version = soap_version_of(content_type)  # every answer is in the caller's version
         injected = self._injected_failure()
         if injected is not None:
-            code: Literal["Client", "Server"] = "Client" if injected < 500 else "Server"
-            return _fault(code, "injected failure", status=injected)
+            code: _FaultCode = "Client" if injected < 500 else "Server"
+            return _fault(code, "injected failure", version, status=injected)
+        if version not in wsdl.versions:
+            with self._lock:
+                self._rejected.append(f"soap.version-mismatch: SOAP {version} request")
+            return _fault(
+                "VersionMismatch", f"this office speaks SOAP {' and '.join(wsdl.versions)}", version
+            )
         body = await request.body()
         try:
-            media_type = request.headers.get("content-type", "").split(";")[0].strip()
-            if media_type != "text/xml":
+            media_type = content_type.split(";")[0].strip().lower()
+            if version == "1.1" and media_type != "text/xml":
                 raise UnsupportedMediaTypeError(f"SOAP 1.1 is text/xml, not {media_type!r}")
-            payload, header = soap_payload(parse_xml(body))
-            operation = wsdl.operation_for(payload)
-            action = request.headers.get("soapaction", "").strip().strip('"')
+            payload, header = soap_payload(parse_xml(body), expect=version)
+            operation = wsdl.operation_for(payload, version)
+            action = soap_action_of(content_type, request.headers.get("soapaction")) or ""
             if action != operation.soap_action:
+                where = "SOAPAction" if version == "1.1" else "action"
                 raise ParseError(
-                    f"SOAPAction {action!r} is not {operation.soap_action!r} ({operation.name})",
+                    f"{where} {action!r} is not {operation.soap_action!r} ({operation.name})",
                     code="soap.malformed",
                 )
             self.format.schema.validate(payload)
@@ -413,18 +443,22 @@ class BackOffice:
         except InboundError as exc:
             with self._lock:
                 self._rejected.append(f"{exc.code}: {exc.detail}")
-            return _fault("Client", exc.detail)
+            return _fault("Client", exc.detail, version)
         reply = operation.serialize_output(values)
         # Duplicates are told by the payload: the envelope around it (a WS-Security timestamp, a
         # signature) may rightly differ between two attempts of one delivery.
         content = etree.tostring(payload, method="c14n", exclusive=True)
-        return self._answer(received, content, lambda: Response(reply, 200, media_type="text/xml"))
+        media = "text/xml" if version == "1.1" else soap_content_type(version)
+        return self._answer(
+            received, content, lambda: Response(reply, 200, media_type=media), soap=version
+        )
 
     def _check_acknowledgements(self, wsdl: Wsdl) -> None:
         """Fail at start, not at the first call, if the acknowledgement does not fit the WSDL."""
         sample = self._acknowledgement(str(uuid.uuid4()), datetime.now(UTC))
-        for operation in wsdl.operations.values():
-            operation.check_output(parse_xml(operation.serialize_output(sample)))
+        for operations in wsdl.by_version.values():
+            for operation in operations.values():
+                operation.check_output(parse_xml(operation.serialize_output(sample)))
 
     def _acknowledgement(self, message_id: str, at: datetime) -> dict[str, Any]:
         """The output fields: ``$messageId`` (of the message received), ``$now``, or constants."""
@@ -466,11 +500,19 @@ class BackOffice:
     def _message_type(self, element: etree._Element) -> str:
         return self.format.message_type(element)
 
-    def _answer(self, received: Received, content: bytes, make: Callable[[], Response]) -> Response:
+    def _answer(
+        self,
+        received: Received,
+        content: bytes,
+        make: Callable[[], Response],
+        *,
+        soap: SoapVersion | None = None,
+    ) -> Response:
         """Record ``received`` and answer it, or answer a duplicate as its first time.
 
         The key is the header's (``Idempotency-Key``, ``h:MessageId``), else the body's message
         id; ``content`` is what must be the same for a call to be a duplicate of the first.
+        ``soap``: the SOAP version of the call (``None``: REST), for a refusal.
         """
         key = received.idempotency_key or received.message_id
         digest = hashlib.sha256(content).hexdigest()
@@ -480,8 +522,8 @@ class BackOffice:
                 if seen.digest != digest:
                     # draft-ietf-httpapi-idempotency-key-header: a key reused for another body.
                     self._rejected.append(f"idempotency key {key} reused with another body")
-                    if self._wsdl is not None:
-                        return _fault("Client", f"message id {key} reused with another body")
+                    if soap is not None:
+                        return _fault("Client", f"message id {key} reused with another body", soap)
                     return _problem(
                         422, "Idempotency key reused", f"{key} was used with another body"
                     )
@@ -603,9 +645,11 @@ class BackOffice:
         headers = {"BelGov-Trace-Id": trace_id, "Idempotency-Key": message_id}
         if self._hub_wsdl is not None:
             operation = self._hub_wsdl.operation_for(element)
-            headers["Content-Type"] = "text/xml; charset=utf-8"
-            headers["SOAPAction"] = f'"{operation.soap_action}"'
-            return hub.rstrip("/") + HUB_SOAP_PATH, build_envelope(element), headers
+            headers["Content-Type"] = operation.content_type
+            if operation.version == "1.1":  # SOAP 1.2's action is in the Content-Type
+                headers["SOAPAction"] = f'"{operation.soap_action}"'
+            envelope = build_envelope(element, version=operation.version)
+            return hub.rstrip("/") + HUB_SOAP_PATH, envelope, headers
         headers["Content-Type"] = self.profile.content_type
         return hub.rstrip("/") + HUB_REST_PATH, self.format.write(element), headers
 
@@ -644,15 +688,36 @@ def _problem(
     return Response(json.dumps(problem).encode(), status, media_type="application/problem+json")
 
 
-def _fault(code: Literal["Client", "Server"], string: str, *, status: int = 500) -> Response:
-    """A SOAP 1.1 Fault (``soap:Client``: the sender must change the message)."""
-    envelope = etree.Element(f"{{{SOAP11_NS}}}Envelope", nsmap={"soap": SOAP11_NS})
-    body = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Body")
-    fault = etree.SubElement(body, f"{{{SOAP11_NS}}}Fault")
-    etree.SubElement(fault, "faultcode").text = f"soap:{code}"
-    etree.SubElement(fault, "faultstring").text = string
+_FaultCode = Literal["Client", "Server", "VersionMismatch"]
+# SOAP 1.1 fault codes as SOAP 1.2 names them (SOAP 1.2 Part 1 § 5.4.6).
+_SOAP12_CODES = {"Client": "Sender", "Server": "Receiver"}
+
+
+def _fault(
+    code: _FaultCode, string: str, version: SoapVersion = "1.1", *, status: int | None = None
+) -> Response:
+    """A SOAP Fault of ``version`` (``Client``/``env:Sender``: the sender must change the
+    message). HTTP status: ``status``, else the binding's (SOAP 1.1: 500; SOAP 1.2: 400 for
+    env:Sender, 500 for the others)."""
+    if version == "1.1":
+        envelope = etree.Element(f"{{{SOAP11_NS}}}Envelope", nsmap={"soap": SOAP11_NS})
+        body = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Body")
+        fault = etree.SubElement(body, f"{{{SOAP11_NS}}}Fault")
+        etree.SubElement(fault, "faultcode").text = f"soap:{code}"
+        etree.SubElement(fault, "faultstring").text = string
+        media_type, default = "text/xml", 500
+    else:
+        env = f"{{{SOAP12_NS}}}"
+        value = _SOAP12_CODES.get(code, code)
+        envelope = etree.Element(f"{env}Envelope", nsmap={"env": SOAP12_NS})
+        fault = etree.SubElement(etree.SubElement(envelope, f"{env}Body"), f"{env}Fault")
+        etree.SubElement(etree.SubElement(fault, f"{env}Code"), f"{env}Value").text = f"env:{value}"
+        text = etree.SubElement(etree.SubElement(fault, f"{env}Reason"), f"{env}Text")
+        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+        text.text = string
+        media_type, default = soap_content_type("1.2"), 400 if value == "Sender" else 500
     content = etree.tostring(envelope, encoding="UTF-8", xml_declaration=True)
-    return Response(content, status, media_type="text/xml")
+    return Response(content, status or default, media_type=media_type)
 
 
 def _now_iso() -> str:
@@ -718,7 +783,7 @@ class Sandbox:
         try:
             for party, server in self._servers.items():
                 server.start()
-                soap = self.offices[party].profile.protocol == "soap11"
+                soap = self.offices[party].profile.protocol == "soap"
                 self.endpoints[party] = server.url + "/" if soap else server.url
         except BaseException:
             self.stop()

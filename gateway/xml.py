@@ -11,7 +11,9 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from email.message import Message
+from email.utils import collapse_rfc2231_value
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -20,11 +22,23 @@ from gateway.namespaces import SOAP11_NS
 
 __all__ = [
     "SOAP11_NS",
+    "SOAP12_NS",
     "ParserLimits",
+    "SoapVersion",
     "parse_json",
     "parse_xml",
+    "soap_action_of",
+    "soap_content_type",
     "soap_payload",
+    "soap_version",
+    "soap_version_of",
 ]
+
+SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
+SoapVersion = Literal["1.1", "1.2"]
+_ENVELOPE_NS: dict[SoapVersion, str] = {"1.1": SOAP11_NS, "1.2": SOAP12_NS}
+# How each version travels over HTTP (SOAP 1.1 § 6.1; SOAP 1.2 Part 2 § 7.1.4): named in refusals.
+_MEDIA_TYPE: dict[SoapVersion, str] = {"1.1": "text/xml", "1.2": "application/soap+xml"}
 
 
 @dataclass(frozen=True)
@@ -108,20 +122,46 @@ def parse_xml(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Elem
     return root
 
 
-def soap_payload(envelope: etree._Element) -> tuple[etree._Element, etree._Element | None]:
-    """The single payload element of a SOAP 1.1 envelope's Body, and the Header if any."""
-    if envelope.tag != f"{{{SOAP11_NS}}}Envelope":
+def soap_version(envelope: etree._Element) -> SoapVersion:
+    """The SOAP version of an envelope, by the namespace of its root element.
+
+    Raises ``ParseError`` (``soap.malformed``) when the root is no SOAP 1.1 or 1.2 Envelope.
+    """
+    for version, namespace in _ENVELOPE_NS.items():
+        if envelope.tag == f"{{{namespace}}}Envelope":
+            return version
+    raise ParseError(
+        f"root element is {envelope.tag}, not a SOAP 1.1 or 1.2 Envelope", code="soap.malformed"
+    )
+
+
+def soap_payload(
+    envelope: etree._Element, expect: SoapVersion | None = None
+) -> tuple[etree._Element, etree._Element | None]:
+    """The single payload element of a SOAP 1.1 or 1.2 envelope's Body, and the Header if any.
+
+    Both versions follow the same rules: at most one Header, before exactly one Body; one element
+    in the Body and no text beside it; a header entry that must be understood is refused, for the
+    hub understands none. ``expect`` is the version the transport announced (its media type): an
+    envelope of the other version is refused with ``soap.version-mismatch``. The version itself is
+    :func:`soap_version`.
+    """
+    version = soap_version(envelope)
+    if expect is not None and version != expect:
         raise ParseError(
-            f"root element is {envelope.tag}, not a SOAP 1.1 Envelope", code="soap.malformed"
+            f"a SOAP {version} envelope sent as SOAP {expect}: {_MEDIA_TYPE[expect]} carries SOAP"
+            f" {expect} envelopes ({_ENVELOPE_NS[expect]}), {_MEDIA_TYPE[version]} SOAP {version}",
+            code="soap.version-mismatch",
         )
+    namespace = _ENVELOPE_NS[version]
     header: etree._Element | None = None
     bodies: list[etree._Element] = []
     for child in envelope:
         if not isinstance(child.tag, str):
             continue
-        if child.tag == f"{{{SOAP11_NS}}}Header" and header is None and not bodies:
+        if child.tag == f"{{{namespace}}}Header" and header is None and not bodies:
             header = child
-        elif child.tag == f"{{{SOAP11_NS}}}Body":
+        elif child.tag == f"{{{namespace}}}Body":
             bodies.append(child)
         else:
             raise ParseError(f"unexpected {child.tag} in the Envelope", code="soap.malformed")
@@ -134,10 +174,12 @@ def soap_payload(envelope: etree._Element) -> tuple[etree._Element, etree._Eleme
     if (body.text or "").strip() or any((c.tail or "").strip() for c in body):
         raise ParseError("the SOAP Body holds text besides its element", code="soap.malformed")
     if header is not None:
+        must_understand = f"{{{namespace}}}mustUnderstand"
         for entry in header:
             # The hub understands no header entry yet (WS-Security comes later): one that must
-            # be understood is refused, as SOAP 1.1 § 4.2.3 requires.
-            if isinstance(entry.tag, str) and entry.get(f"{{{SOAP11_NS}}}mustUnderstand") in (
+            # be understood is refused, as SOAP 1.1 § 4.2.3 and SOAP 1.2 Part 1 § 5.2.3 require
+            # ("1" in SOAP 1.1; an xs:boolean, "true" or "1", in SOAP 1.2).
+            if isinstance(entry.tag, str) and (entry.get(must_understand) or "").strip() in (
                 "1",
                 "true",
             ):
@@ -152,6 +194,45 @@ def soap_payload(envelope: etree._Element) -> tuple[etree._Element, etree._Eleme
             code="soap.malformed",
         )
     return payload[0], header
+
+
+# ---------------------------------------------------------------------------------------------
+# SOAP over HTTP: which version a request announces, and its action
+
+
+def soap_version_of(content_type: str) -> SoapVersion:
+    """The SOAP version an HTTP Content-Type announces: ``application/soap+xml`` is SOAP 1.2,
+    anything else is taken for SOAP 1.1 (``text/xml``), whose media type is then checked."""
+    return "1.2" if _content_type(content_type).get_content_type() == _MEDIA_TYPE["1.2"] else "1.1"
+
+
+def soap_action_of(content_type: str, soap_action: str | None) -> str | None:
+    """The action of a SOAP request, unquoted; ``None`` when none (or an empty one) is given.
+
+    SOAP 1.2 carries it as the ``action`` parameter of ``application/soap+xml`` (RFC 3902), and a
+    SOAPAction header beside it means nothing; SOAP 1.1 carries it in the SOAPAction header.
+    """
+    if soap_version_of(content_type) == "1.2":
+        raw = _content_type(content_type).get_param("action")
+        value = collapse_rfc2231_value(raw) if raw is not None else ""
+    else:
+        value = (soap_action or "").strip().strip('"')
+    return value or None
+
+
+def soap_content_type(version: SoapVersion, action: str | None = None) -> str:
+    """The Content-Type of a SOAP message of ``version``; ``action`` only travels in SOAP 1.2's."""
+    if version == "1.1":
+        return f"{_MEDIA_TYPE['1.1']}; charset=utf-8"
+    parameter = "" if action is None else '; action="' + action.replace('"', '\\"') + '"'
+    return f"{_MEDIA_TYPE['1.2']}; charset=utf-8{parameter}"
+
+
+def _content_type(value: str) -> Message:
+    # The lenient (compat32) parser: an unquoted action="urn:a/b" is read whole, as senders mean it.
+    message = Message()
+    message["content-type"] = value
+    return message
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

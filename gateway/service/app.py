@@ -1,8 +1,12 @@
-"""The hub's HTTP service: REST and SOAP 1.1 endpoints, status, health and metrics.
+"""The hub's HTTP service: REST and SOAP (1.1 and 1.2) endpoints, status, health and metrics.
 
 Every request is authenticated by its TLS client certificate (the server refuses a handshake
 without one); the certificate's identity is a party or a role. Errors leave as RFC 9457
 problem+json on REST and as SOAP Faults on SOAP, from the one table of ``gateway.errors``.
+
+One SOAP endpoint speaks both versions; the request's Content-Type tells which (SOAP 1.1:
+``text/xml`` and a ``SOAPAction`` header; SOAP 1.2: ``application/soap+xml; action="…"``), and
+the receipt or the Fault is answered in that version, with the HTTP status of its binding.
 """
 
 from __future__ import annotations
@@ -39,7 +43,14 @@ from gateway.namespaces import HUB_NS
 from gateway.outbox import iso, utc_now
 from gateway.service.tls import client_certificate
 from gateway.store import UnitOfWork
-from gateway.xml import SOAP11_NS
+from gateway.xml import (
+    SOAP11_NS,
+    SOAP12_NS,
+    SoapVersion,
+    soap_action_of,
+    soap_content_type,
+    soap_version_of,
+)
 
 __all__ = ["create_app"]
 
@@ -147,33 +158,58 @@ def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
     )
 
 
-def soap_fault(error: GatewayError, trace_id: str) -> Response:
+# SOAP 1.1 fault codes as SOAP 1.2 names them (SOAP 1.2 Part 1 § 5.4.6).
+_SOAP12_CODES = {"Client": "Sender", "Server": "Receiver"}
+
+
+def _soap_envelope(version: SoapVersion, body: str) -> bytes:
+    namespace = SOAP11_NS if version == "1.1" else SOAP12_NS
+    prefix = "soap" if version == "1.1" else "env"
+    return (
+        f'<{prefix}:Envelope xmlns:{prefix}="{namespace}"><{prefix}:Body>{body}'
+        f"</{prefix}:Body></{prefix}:Envelope>"
+    ).encode()
+
+
+def soap_fault(error: GatewayError, trace_id: str, version: SoapVersion = "1.1") -> Response:
+    """The error as a SOAP Fault of ``version``, its ``h:problem`` detail the REST problem's."""
     body = problem_body(error, trace_id)
     fields = "".join(
         f"<h:{key}>{escape(str(body[key]))}</h:{key}>"
         for key in ("code", "type", "status", "path", "line", "schemaId", "traceId")
         if key in body
     )
-    envelope = (
-        f'<soap:Envelope xmlns:soap="{SOAP11_NS}"><soap:Body><soap:Fault>'
-        f"<faultcode>soap:{problem_of(error).soap_fault}</faultcode>"
-        f"<faultstring>{escape(error.detail)}</faultstring>"
-        f'<detail><h:problem xmlns:h="{HUB_NS}">{fields}</h:problem></detail>'
-        "</soap:Fault></soap:Body></soap:Envelope>"
-    )
-    # SOAP 1.1 carries every fault with HTTP 500.
+    problem = f'<h:problem xmlns:h="{HUB_NS}">{fields}</h:problem>'
+    code = problem_of(error).soap_fault
+    if version == "1.1":
+        fault = (
+            f"<soap:Fault><faultcode>soap:{code}</faultcode>"
+            f"<faultstring>{escape(error.detail)}</faultstring>"
+            f"<detail>{problem}</detail></soap:Fault>"
+        )
+        status = 500  # SOAP 1.1 carries every fault with HTTP 500.
+    else:
+        value = _SOAP12_CODES.get(code, code)
+        fault = (
+            f"<env:Fault><env:Code><env:Value>env:{value}</env:Value></env:Code>"
+            f'<env:Reason><env:Text xml:lang="en">{escape(error.detail)}</env:Text></env:Reason>'
+            f"<env:Detail>{problem}</env:Detail></env:Fault>"
+        )
+        # The SOAP 1.2 HTTP binding (Part 2 § 7.5.2.2): 400 for env:Sender, 500 for the others.
+        status = 400 if value == "Sender" else 500
     return Response(
-        envelope,
-        status_code=500,
-        media_type="text/xml; charset=utf-8",
+        _soap_envelope(version, fault),
+        status_code=status,
+        media_type=soap_content_type(version),
         headers={TRACE_HEADER: trace_id},
     )
 
 
-def _receipt_xml(receipt: Receipt) -> bytes:
+def _receipt_xml(receipt: Receipt, version: SoapVersion = "1.1") -> bytes:
     receivers = "".join(f"<h:receiver>{escape(r)}</h:receiver>" for r in receipt.receivers)
-    return (
-        f'<soap:Envelope xmlns:soap="{SOAP11_NS}"><soap:Body><h:receipt xmlns:h="{HUB_NS}">'
+    return _soap_envelope(
+        version,
+        f'<h:receipt xmlns:h="{HUB_NS}">'
         f"<h:messageId>{escape(receipt.message_id)}</h:messageId>"
         f"<h:status>{receipt.status}</h:status>"
         f"<h:leafIndex>{receipt.leaf_index}</h:leafIndex>"
@@ -182,19 +218,21 @@ def _receipt_xml(receipt: Receipt) -> bytes:
         f"<h:keyId>{receipt.key_id}</h:keyId>"
         f"<h:signature>{receipt.signature}</h:signature>"
         f"<h:receivers>{receivers}</h:receivers>"
-        "</h:receipt></soap:Body></soap:Envelope>"
-    ).encode()
+        "</h:receipt>",
+    )
 
 
 def _check_soap_action(hub: Hub, validated: pipeline.ValidatedMessage, action: str | None) -> None:
-    """A SOAPAction, when given, must be the one the hub's WSDL gives this payload (WS-I BP)."""
-    if not action or not action.strip('"'):
+    """An action, when given, must be the one the hub's WSDL gives this payload (WS-I BP): the
+    SOAPAction header in SOAP 1.1, the ``action`` parameter of the Content-Type in SOAP 1.2."""
+    if not action:
         return
     endpoint = hub.soap_endpoints.get(validated.inbound.sender)
     expected = endpoint.actions.get(validated.element.tag) if endpoint else None
-    if expected is not None and action.strip('"') != expected:
+    if expected is not None and action != expected:
+        where = "SOAPAction" if validated.inbound.transport == "soap11" else "The action parameter"
         raise ParseError(
-            f'SOAPAction {action} does not match the payload, whose action is "{expected}"',
+            f'{where} "{action}" does not match the payload, whose action is "{expected}"',
             code="soap.action-mismatch",
         )
 
@@ -280,21 +318,24 @@ def create_app(hub: Hub) -> FastAPI:
 
     app.add_middleware(TraceMiddleware)
 
-    @app.exception_handler(GatewayError)
-    async def on_error(request: Request, error: GatewayError) -> Response:
+    def error_response(request: Request, error: GatewayError) -> Response:
         trace_id = getattr(request.state, "trace_id", new_trace_id())
         if request.url.path.startswith("/soap/"):
-            return soap_fault(error, trace_id)
+            # In the caller's version, as its Content-Type announced it: a refusal may come
+            # before the envelope is read, and a parsed envelope agrees with it or is refused.
+            version = soap_version_of(request.headers.get("content-type", ""))
+            return soap_fault(error, trace_id, version)
         return problem_response(error, trace_id)
+
+    @app.exception_handler(GatewayError)
+    async def on_error(request: Request, error: GatewayError) -> Response:
+        return error_response(request, error)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> Response:
-        trace_id = getattr(request.state, "trace_id", new_trace_id())
         log.error("request.failed", error_type=type(error).__name__)
         wrapped = GatewayError("internal error; quote the trace id to the operator")
-        if request.url.path.startswith("/soap/"):
-            return soap_fault(wrapped, trace_id)
-        return problem_response(wrapped, trace_id)
+        return error_response(request, wrapped)
 
     async def inbound(request: Request, transport: pipeline.Transport) -> pipeline.InboundMessage:
         """The authenticated sender and the exact bytes it sent, read within the limits."""
@@ -319,10 +360,13 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/soap/v1", response_model=None)
     async def post_soap(request: Request) -> Response:
-        """SOAP 1.1 document/literal endpoint; its WSDL is at ``?wsdl``."""
-        message = await inbound(request, "soap11")
-        receipt = await accept(hub, message, request.headers.get("soapaction"))
-        return Response(_receipt_xml(receipt), media_type="text/xml; charset=utf-8")
+        """SOAP 1.1 and 1.2 document/literal endpoint; its WSDL is at ``?wsdl``."""
+        content_type = request.headers.get("content-type", "")
+        version = soap_version_of(content_type)
+        message = await inbound(request, "soap11" if version == "1.1" else "soap12")
+        action = soap_action_of(content_type, request.headers.get("soapaction"))
+        receipt = await accept(hub, message, action)
+        return Response(_receipt_xml(receipt, version), media_type=soap_content_type(version))
 
     @app.get("/soap/v1", response_model=None)
     async def get_wsdl(request: Request) -> Response:
@@ -340,7 +384,9 @@ def create_app(hub: Hub) -> FastAPI:
         public = hub.config.settings.public_url
         base = f"{public.rstrip('/')}/soap/v1" if public else str(request.url.replace(query=None))
         wsdl = re.sub(
-            r'(<soap:address\s+location=")[^"]*(")', lambda m: f"{m[1]}{base}{m[2]}", endpoint.wsdl
+            r'(<soap(?:12)?:address\s+location=")[^"]*(")',
+            lambda m: f"{m[1]}{base}{m[2]}",
+            endpoint.wsdl,
         )
         wsdl = re.sub(
             r'schemaLocation="([^"]+)"', lambda m: f'schemaLocation="{base}?xsd={m[1]}"', wsdl
