@@ -55,6 +55,25 @@ def _parser() -> argparse.ArgumentParser:
     mappings_cmd = mappings.add_subparsers(dest="mappings_command", required=True)
     mappings_cmd.add_parser("check", help="check every mapping and golden pair")
 
+    party = commands.add_parser("party", help="parties of the hub")
+    party_cmd = party.add_subparsers(dest="party_command", required=True)
+    new = party_cmd.add_parser(
+        "new", help="scaffold a party that works end to end, to reshape to its back office"
+    )
+    new.add_argument("party_id", metavar="ID", help="e.g. be-bru-bee")
+    new.add_argument("--protocol", choices=("rest", "soap11", "soap12"), required=True)
+    new.add_argument("--format", choices=("json", "xml"), required=True)
+    new.add_argument("--name", help="its name (written in nl, fr, de and en, to translate)")
+    new.add_argument("--enterprise-number", help="KBO/BCE number (default: a made-up valid one)")
+    new.add_argument("--sends", nargs="+", action="extend", default=[], metavar="TYPE")
+    new.add_argument("--receives", nargs="+", action="extend", default=[], metavar="TYPE")
+    new.add_argument("--role", help="portal, region, federal or municipality (default: federal)")
+    new.add_argument("--region", help="the region a region party is competent for")
+    new.add_argument(
+        "--route", action="store_true", help="add it to the routes of the types it receives"
+    )
+    new.add_argument("--home", type=Path, default=None, help="default: the hub's home")
+
     audit = commands.add_parser("audit", help="evidence log")
     audit_cmd = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_cmd.add_parser("verify", help="verify every leaf, signature and checkpoint")
@@ -123,6 +142,10 @@ def _run(args: argparse.Namespace) -> int:
         from gateway.mapping import main as mappings_main
 
         return mappings_main(["check"])
+    if args.command == "party":
+        from gateway.scaffold import main as party_main
+
+        return party_main(args)
     if args.command == "audit":
         from gateway.audit import verify_log
         from gateway.certs import DevPki
