@@ -266,6 +266,44 @@ def test_rest_xml_and_soap_parties_work_as_scaffolded(tmp_path: Path) -> None:
         assert office.rejected == []
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not soap12_supported(), reason="the hub does not speak SOAP 1.2")
+def test_a_soap12_region_works_as_scaffolded(tmp_path: Path) -> None:
+    home = copy_home(tmp_path)
+    made = guichet(
+        home,
+        "guichet party new be-dgo-min --protocol soap12 --format xml --region german-speaking"
+        " --sends admissibility.decided --receives application.submitted problem --route",
+    )
+    assert made.returncode == 0, made.stderr
+    assert "@competent-region reaches be-dgo-min" in made.stdout
+    sandbox = home / "examples" / "sandbox.toml"
+    sandbox.write_text(
+        sandbox.read_text().replace(
+            '# [[office.be-dgo-min.respond]]\n# on = "application.submitted"\n'
+            '# send = ["admissibility.decided"]',
+            '[[office.be-dgo-min.respond]]\non = "application.submitted"\n'
+            'send = ["admissibility.decided"]',
+        )
+    )
+    # The workplace in Eupen: the German-speaking Community is competent.
+    application = (home / "examples" / "be-platform" / "application.submitted.json").read_text()
+    eupen = application.replace('"postalCode": "9000"', '"postalCode": "4700"', 1).encode()
+    with running_hub(tmp_path / "data", home=home, delivery_backoff_s=0.05) as running:
+        with running.client("be-platform") as client:
+            answer = client.post(
+                "/v1/messages", content=eupen, headers={"Content-Type": "application/json"}
+            )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["receivers"] == ["be-dgo-min"]
+        office = running.sandbox.offices["be-dgo-min"]
+        received = office.wait_for(timeout=20)
+        assert b"http://www.w3.org/2003/05/soap-envelope" in received.body
+        sent = office.wait_for_sent(timeout=20)
+        assert (sent.message_type, sent.status, sent.error) == ("admissibility.decided", 200, None)
+        assert office.rejected == []
+
+
 def scaffold(home: Path, party_id: str = "be-fed-new", **fields: object) -> None:
     spec = {"protocol": "rest", "format": "json", "receives": ("admissibility.decided",)}
     spec.update(fields)
@@ -300,11 +338,20 @@ def test_refusals_write_nothing(
     assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
 
 
-def test_soap12_is_refused_until_the_hub_speaks_it(tmp_path: Path) -> None:
+def test_soap12_works_once_the_hub_speaks_it(tmp_path: Path) -> None:
     home = copy_home(tmp_path)
     if soap12_supported():
-        scaffold(home, protocol="soap12", format="xml")
+        scaffold(home, protocol="soap12", format="xml", sends=("status.updated",))
         assert guichet(home, CHECK).returncode == 0
+        wsdl = (home / "schemas" / "be-fed-new" / "be-fed-new-backoffice.wsdl").read_text()
+        assert 'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap12/"' in wsdl
+        example = (home / "examples" / "be-fed-new" / "status.updated.xml").read_text()
+        assert 'xmlns:soap="http://www.w3.org/2003/05/soap-envelope"' in example
+        # What the page says for SOAP 1.2: `guichet validate` the payload, the golden input.
+        payload = "mappings/be-fed-new/to-canonical/status.updated.input.xml"
+        assert "mappings/<id>/to-canonical/<type>.input.xml" in DOC
+        valid = guichet(home, f"guichet validate {payload} --party be-fed-new")
+        assert valid.returncode == 0, valid.stdout
     else:
         with pytest.raises(ConfigurationError, match=r"does not speak SOAP 1\.2 yet"):
             scaffold(home, protocol="soap12", format="xml")
