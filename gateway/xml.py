@@ -149,8 +149,8 @@ def soap_payload(
     version = soap_version(envelope)
     if expect is not None and version != expect:
         raise ParseError(
-            f"a SOAP {version} envelope sent as SOAP {expect}: {_MEDIA_TYPE[expect]} carries SOAP"
-            f" {expect} envelopes ({_ENVELOPE_NS[expect]}), {_MEDIA_TYPE[version]} SOAP {version}",
+            f"a SOAP {version} envelope where SOAP {expect} is expected ({_MEDIA_TYPE[expect]}"
+            f" carries SOAP {expect} envelopes, {_MEDIA_TYPE[version]} SOAP {version})",
             code="soap.version-mismatch",
         )
     namespace = _ENVELOPE_NS[version]
