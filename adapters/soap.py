@@ -52,6 +52,7 @@ from gateway.namespaces import HUB_NS
 from gateway.xml import (
     SOAP11_NS,
     SOAP12_NS,
+    SOAP_ENVELOPE_NS,
     SoapVersion,
     parse_xml,
     soap_content_type,
@@ -71,7 +72,6 @@ __all__ = [
 ]
 
 HUB_HEADER_NS = HUB_NS  # the hub's own SOAP headers
-_ENVELOPE_NS: dict[SoapVersion, str] = {"1.1": SOAP11_NS, "1.2": SOAP12_NS}
 # Fault codes after which sending the same envelope again cannot succeed: SOAP 1.1's Client (and
 # its dotted refinements), SOAP 1.2's Sender and DataEncodingUnknown, both versions' MustUnderstand
 # and VersionMismatch.
@@ -295,7 +295,7 @@ def build_envelope(
 ) -> bytes:
     """A SOAP envelope of ``version`` around ``payload``; ``headers`` become ``h:<name>`` Header
     entries."""
-    namespace = _ENVELOPE_NS[version]
+    namespace = SOAP_ENVELOPE_NS[version]
     prefix = "soap" if version == "1.1" else "env"
     envelope = etree.Element(f"{{{namespace}}}Envelope", nsmap={prefix: namespace})
     if headers:

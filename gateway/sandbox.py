@@ -61,6 +61,7 @@ from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
 from gateway.xml import (
     SOAP11_NS,
+    SOAP12_FAULT_CODES,
     SOAP12_NS,
     SoapVersion,
     parse_xml,
@@ -419,7 +420,9 @@ class BackOffice:
             with self._lock:
                 self._rejected.append(f"soap.version-mismatch: SOAP {version} request")
             return _fault(
-                "VersionMismatch", f"this office speaks SOAP {' and '.join(wsdl.versions)}", version
+                "VersionMismatch",
+                f"this office speaks SOAP {' and '.join(sorted(wsdl.versions))}",
+                version,
             )
         body = await request.body()
         try:
@@ -689,8 +692,6 @@ def _problem(
 
 
 _FaultCode = Literal["Client", "Server", "VersionMismatch"]
-# SOAP 1.1 fault codes as SOAP 1.2 names them (SOAP 1.2 Part 1 § 5.4.6).
-_SOAP12_CODES = {"Client": "Sender", "Server": "Receiver"}
 
 
 def _fault(
@@ -708,7 +709,7 @@ def _fault(
         media_type, default = "text/xml", 500
     else:
         env = f"{{{SOAP12_NS}}}"
-        value = _SOAP12_CODES.get(code, code)
+        value = SOAP12_FAULT_CODES.get(code, code)
         envelope = etree.Element(f"{env}Envelope", nsmap={"env": SOAP12_NS})
         fault = etree.SubElement(etree.SubElement(envelope, f"{env}Body"), f"{env}Fault")
         etree.SubElement(etree.SubElement(fault, f"{env}Code"), f"{env}Value").text = f"env:{value}"

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from email.message import Message
 from email.utils import collapse_rfc2231_value
+from types import MappingProxyType
 from typing import Any, Literal
 
 from lxml import etree
@@ -22,7 +24,9 @@ from gateway.namespaces import SOAP11_NS
 
 __all__ = [
     "SOAP11_NS",
+    "SOAP12_FAULT_CODES",
     "SOAP12_NS",
+    "SOAP_ENVELOPE_NS",
     "ParserLimits",
     "SoapVersion",
     "parse_json",
@@ -36,7 +40,10 @@ __all__ = [
 
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 SoapVersion = Literal["1.1", "1.2"]
-_ENVELOPE_NS: dict[SoapVersion, str] = {"1.1": SOAP11_NS, "1.2": SOAP12_NS}
+SOAP_ENVELOPE_NS: Mapping[SoapVersion, str] = MappingProxyType({"1.1": SOAP11_NS, "1.2": SOAP12_NS})
+# SOAP 1.1 fault codes as SOAP 1.2 names them (SOAP 1.2 Part 1 § 5.4.6); MustUnderstand and
+# VersionMismatch keep their names.
+SOAP12_FAULT_CODES: Mapping[str, str] = MappingProxyType({"Client": "Sender", "Server": "Receiver"})
 # How each version travels over HTTP (SOAP 1.1 § 6.1; SOAP 1.2 Part 2 § 7.1.4): named in refusals.
 _MEDIA_TYPE: dict[SoapVersion, str] = {"1.1": "text/xml", "1.2": "application/soap+xml"}
 
@@ -127,7 +134,7 @@ def soap_version(envelope: etree._Element) -> SoapVersion:
 
     Raises ``ParseError`` (``soap.malformed``) when the root is no SOAP 1.1 or 1.2 Envelope.
     """
-    for version, namespace in _ENVELOPE_NS.items():
+    for version, namespace in SOAP_ENVELOPE_NS.items():
         if envelope.tag == f"{{{namespace}}}Envelope":
             return version
     raise ParseError(
@@ -153,7 +160,7 @@ def soap_payload(
             f" carries SOAP {expect} envelopes, {_MEDIA_TYPE[version]} SOAP {version})",
             code="soap.version-mismatch",
         )
-    namespace = _ENVELOPE_NS[version]
+    namespace = SOAP_ENVELOPE_NS[version]
     header: etree._Element | None = None
     bodies: list[etree._Element] = []
     for child in envelope:

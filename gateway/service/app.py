@@ -44,8 +44,8 @@ from gateway.outbox import iso, utc_now
 from gateway.service.tls import client_certificate
 from gateway.store import UnitOfWork
 from gateway.xml import (
-    SOAP11_NS,
-    SOAP12_NS,
+    SOAP12_FAULT_CODES,
+    SOAP_ENVELOPE_NS,
     SoapVersion,
     soap_action_of,
     soap_content_type,
@@ -158,12 +158,8 @@ def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
     )
 
 
-# SOAP 1.1 fault codes as SOAP 1.2 names them (SOAP 1.2 Part 1 § 5.4.6).
-_SOAP12_CODES = {"Client": "Sender", "Server": "Receiver"}
-
-
 def _soap_envelope(version: SoapVersion, body: str) -> bytes:
-    namespace = SOAP11_NS if version == "1.1" else SOAP12_NS
+    namespace = SOAP_ENVELOPE_NS[version]
     prefix = "soap" if version == "1.1" else "env"
     return (
         f'<{prefix}:Envelope xmlns:{prefix}="{namespace}"><{prefix}:Body>{body}'
@@ -189,7 +185,7 @@ def soap_fault(error: GatewayError, trace_id: str, version: SoapVersion = "1.1")
         )
         status = 500  # SOAP 1.1 carries every fault with HTTP 500.
     else:
-        value = _SOAP12_CODES.get(code, code)
+        value = SOAP12_FAULT_CODES.get(code, code)
         fault = (
             f"<env:Fault><env:Code><env:Value>env:{value}</env:Value></env:Code>"
             f'<env:Reason><env:Text xml:lang="en">{escape(error.detail)}</env:Text></env:Reason>'
