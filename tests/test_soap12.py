@@ -16,6 +16,7 @@ import httpx
 import pytest
 from lxml import etree
 
+from adapters.soap import Wsdl
 from gateway.errors import PROBLEMS, ParseError
 from gateway.testing import RunningHub, running_hub
 from gateway.xml import (
@@ -29,7 +30,7 @@ from gateway.xml import (
     soap_version_of,
 )
 from tests.conftest import EXAMPLES
-from tests.soap12_party import ACK, HUB_ACTION, IBZ, PARTY, soap12_home
+from tests.soap12_party import ACK, HUB_ACTION, HUB_WSDL, IBZ, PARTY, soap12_home
 
 HUB = "urn:be:guichet:hub:1"
 NS = {"env": SOAP12_NS, "s": SOAP11_NS, "h": HUB, "ibz": IBZ, "dg": ACK}
@@ -216,6 +217,11 @@ def test_a_residence_decision_over_soap12_gets_a_soap12_receipt(
     assert soap_version(envelope) == "1.2"
     receipt, _ = soap_payload(envelope, expect="1.2")
     assert receipt.tag == f"{{{HUB}}}receipt"
+    # As the party's WSDL says (zeep reads the reply with the operation's SOAP 1.2 output).
+    hub_wsdl = Wsdl.load(home / "schemas" / PARTY / HUB_WSDL, root=home / "schemas")
+    (operation,) = hub_wsdl.operations.values()
+    assert operation.version == "1.2"
+    operation.check_output(envelope)
     assert receipt.findtext("h:messageId", namespaces=NS) == message_id
     assert receipt.findtext("h:status", namespaces=NS) == "accepted"
     receivers = receipt.xpath("h:receivers/h:receiver/text()", namespaces=NS)
