@@ -17,7 +17,14 @@ from gateway.config import PartyRegistry
 from gateway.errors import GatewayError, SchemaValidationError, problem_body
 from gateway.mapping import MappingSet
 from gateway.namespaces import SOAP11_NS
-from gateway.xml import DEFAULT_LIMITS, parse_xml, soap_payload
+from gateway.xml import (
+    DEFAULT_LIMITS,
+    SOAP12_NS,
+    parse_xml,
+    soap_content_type,
+    soap_payload,
+    soap_version,
+)
 
 __all__ = ["FileReport", "check_file"]
 
@@ -58,21 +65,25 @@ def check_file(
     report = FileReport(party_id)
     body = path.read_bytes()
     soap = False
+    transport: pipeline.Transport = "rest"
     if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         content_type = "application/json"
     else:
         content_type = "application/xml"
         try:
-            soap = parse_xml(body).tag == f"{{{SOAP11_NS}}}Envelope"
+            root = parse_xml(body)
         except GatewayError as error:
             report.problems.append(problem_body(error))
             return report
-        content_type = "text/xml" if soap else content_type
+        if root.tag in (f"{{{SOAP11_NS}}}Envelope", f"{{{SOAP12_NS}}}Envelope"):
+            version = soap_version(root)
+            soap, transport = True, ("soap11" if version == "1.1" else "soap12")
+            content_type = soap_content_type(version)
     inbound = pipeline.InboundMessage(
         sender=party_id,
         body=body,
         content_type=content_type,
-        transport="soap11" if soap else "rest",
+        transport=transport,
         trace_id="offline-check",
         received_at="1970-01-01T00:00:00Z",
     )
@@ -92,7 +103,7 @@ def check_file(
 
 def render(report: FileReport) -> str:
     if report.ok:
-        return f"valid: a {report.message_type} the hub accepts from {report.party}"
+        return f"valid: {report.message_type}, which the hub accepts from {report.party}"
     lines = [f"refused: {len(report.problems)} problem(s)"]
     lines.extend(json.dumps(problem, ensure_ascii=False) for problem in report.problems)
     return "\n".join(lines)

@@ -139,9 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         print(render(checked))
         return 0 if checked.ok else 1
     if args.command == "mappings":
+        from gateway.config import Settings
         from gateway.mapping import main as mappings_main
 
-        return mappings_main(["check"])
+        return mappings_main(["check", str(Settings().home)])
     if args.command == "party":
         from gateway.scaffold import main as party_main
 

@@ -166,7 +166,7 @@ def test_adding_a_party_as_the_page_says(tmp_path: Path) -> None:
     assert f"ok   {PARTY} to-canonical status.updated" in checked.stdout
     valid = guichet(home, VALIDATE)
     assert valid.returncode == 0, valid.stdout + valid.stderr
-    assert valid.stdout.startswith(f"valid: a status.updated the hub accepts from {PARTY}")
+    assert valid.stdout.startswith(f"valid: status.updated, which the hub accepts from {PARTY}")
 
     # 5. Certificates.
     certs = guichet(home, CERTS)
