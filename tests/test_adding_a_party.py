@@ -347,9 +347,9 @@ def test_soap12_works_once_the_hub_speaks_it(tmp_path: Path) -> None:
         assert 'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap12/"' in wsdl
         example = (home / "examples" / "be-fed-new" / "status.updated.xml").read_text()
         assert 'xmlns:soap="http://www.w3.org/2003/05/soap-envelope"' in example
-        # What the page says for SOAP 1.2: `guichet validate` the payload, the golden input.
-        payload = "mappings/be-fed-new/to-canonical/status.updated.input.xml"
-        assert "mappings/<id>/to-canonical/<type>.input.xml" in DOC
+        # What the page says: `guichet validate` reads SOAP 1.2 envelopes like SOAP 1.1 ones.
+        payload = "examples/be-fed-new/status.updated.xml"
+        assert "reads SOAP 1.1 and SOAP 1.2 envelopes alike" in DOC
         valid = guichet(home, f"guichet validate {payload} --party be-fed-new")
         assert valid.returncode == 0, valid.stdout
     else:
