@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from gateway.audit import VerifyReport, verify_log
-from gateway.testing import RunningHub, running_hub
+from gateway.testing import RunningHub, running_hub, wait_until
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -47,15 +46,6 @@ class DemoResult:
             and self.messages == len(CASE_TYPES)
             and self.deliveries == self.delivered > 0
         )
-
-
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def _format(protocol: str, content_type: str) -> str:
@@ -95,7 +85,7 @@ def _play(running: RunningHub, out: TextIO, timeout: float) -> DemoResult:
             return False
         return all(d.state == "delivered" for r in rows for d in hub.store.deliveries(r.id))
 
-    finished = _wait(case_done, timeout)
+    finished = wait_until(case_done, timeout)
     elapsed = time.monotonic() - started
     rows = hub.store.messages_for_subject(subject)
     out.write(f"\nCase {subject}: {len(rows)} messages in {elapsed:.2f} s\n\n")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,14 @@ from gateway.service.app import create_app
 from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
 
-__all__ = ["LogCapture", "RunningHub", "capture_logs", "ensure_pki", "running_hub"]
+__all__ = [
+    "LogCapture",
+    "RunningHub",
+    "capture_logs",
+    "ensure_pki",
+    "running_hub",
+    "wait_until",
+]
 
 
 @dataclass
@@ -106,3 +114,13 @@ def capture_logs(level: str = "debug") -> Iterator[LogCapture]:
         yield LogCapture(stream)
     finally:
         configure_logging("info")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` every 50 ms until it holds or ``timeout`` seconds pass (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())

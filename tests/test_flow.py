@@ -23,7 +23,7 @@ from lxml import etree
 from gateway.audit import verify_log
 from gateway.certs import DevPki
 from gateway.demo import CASE_TYPES
-from gateway.testing import RunningHub, running_hub
+from gateway.testing import RunningHub, running_hub, wait_until
 from gateway.xml import SOAP11_NS, parse_xml
 from tests.conftest import EXAMPLES, HOME
 
@@ -34,15 +34,6 @@ pytestmark = pytest.mark.slow
 def live(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator[RunningHub]:
     with running_hub(tmp_path_factory.mktemp("live"), pki=pki, delivery_backoff_s=0.05) as running:
         yield running
-
-
-def _wait(condition, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def _file_case(live: RunningHub) -> tuple[str, str]:
@@ -66,7 +57,7 @@ def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> Non
             d.state == "delivered" for r in rows for d in store.deliveries(r.id)
         )
 
-    assert _wait(done), [
+    assert wait_until(done), [
         (r.type, [d.state for d in store.deliveries(r.id)])
         for r in store.messages_for_subject(subject)
     ]
@@ -107,7 +98,7 @@ def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> Non
 
 def test_soap_sender_gets_a_signed_receipt_and_the_wsdl(live: RunningHub) -> None:
     filed, subject = _file_case(live)
-    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    assert wait_until(lambda: live.hub.store.case(subject) is not None)
     envelope = parse_xml((EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes())
     ns = {"ibz": "urn:be:fgov:ibz:guichet:1"}
     envelope.xpath("//ibz:Entete/ibz:EnReponseA", namespaces=ns)[0].text = filed  # type: ignore[index,union-attr]
@@ -163,7 +154,7 @@ def _quiet(live: RunningHub) -> bool:
         time.sleep(0.3)
         return live.hub.store.outbox_depth() == 0 and len(live.hub.store.leaves()) == size
 
-    return _wait(settled)
+    return wait_until(settled)
 
 
 def test_a_receiver_down_then_up_gets_its_message(live: RunningHub) -> None:
@@ -173,7 +164,7 @@ def test_a_receiver_down_then_up_gets_its_message(live: RunningHub) -> None:
     message_id, _ = _file_case(live)
     received = office.wait_for(lambda r: r.message_id == message_id, timeout=20)
     assert received.message_type == "application.submitted"
-    assert _wait(lambda: live.hub.store.deliveries(message_id)[0].state == "delivered")
+    assert wait_until(lambda: live.hub.store.deliveries(message_id)[0].state == "delivered")
     assert live.hub.store.deliveries(message_id)[0].attempts == 3
     events = [json.loads(leaf.record) for leaf in live.hub.store.leaves()]
     failures = [
@@ -340,7 +331,7 @@ def test_a_decision_must_belong_to_a_known_case_and_answer_a_known_message(
     live: RunningHub, header: dict[str, str], code: str
 ) -> None:
     filed, subject = _file_case(live)
-    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    assert wait_until(lambda: live.hub.store.case(subject) is not None)
     fields = {"dossiernummer": subject, "antwoordOp": filed, **header}
     response = _flanders_decision(live, **fields)
     assert response.status_code == 422, response.text
@@ -349,7 +340,7 @@ def test_a_decision_must_belong_to_a_known_case_and_answer_a_known_message(
 
 def test_a_case_reference_is_one_case_whatever_its_spacing(live: RunningHub) -> None:
     filed, subject = _file_case(live)
-    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    assert wait_until(lambda: live.hub.store.case(subject) is not None)
     response = _flanders_decision(live, dossiernummer=f" {subject} ", antwoordOp=filed)
     assert response.status_code == 202, response.text
     assert live.hub.store.message(response.json()["messageId"]).subject == subject  # type: ignore[union-attr]
@@ -369,7 +360,7 @@ def test_a_whole_case_logs_no_personal_data(live: RunningHub) -> None:
     ]
     with capture_logs() as logs:
         _, subject = _file_case(live)
-        assert _wait(
+        assert wait_until(
             lambda: (
                 [r.type for r in live.hub.store.messages_for_subject(subject)] == list(CASE_TYPES)
             )

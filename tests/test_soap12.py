@@ -7,7 +7,6 @@ The hub runs on a copy of the repository's data with a SOAP 1.2 party added
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from lxml import etree
 
 from adapters.soap import Wsdl
 from gateway.errors import PROBLEMS, ParseError
-from gateway.testing import RunningHub, running_hub
+from gateway.testing import RunningHub, running_hub, wait_until
 from gateway.xml import (
     SOAP11_NS,
     SOAP12_NS,
@@ -141,15 +140,6 @@ def live(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
         yield running
 
 
-def _wait(condition: Callable[[], object], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
-
-
 def _file_case(live: RunningHub) -> tuple[str, str]:
     """An application from the portal (Ghent: Flanders decides); its id and case."""
     body = json.loads((EXAMPLES / "be-platform" / "application.submitted.json").read_bytes())
@@ -159,7 +149,7 @@ def _file_case(live: RunningHub) -> tuple[str, str]:
     with live.client("be-platform") as client:
         response = client.post("/v1/messages", json=body)
     assert response.status_code == 202, response.text
-    assert _wait(lambda: live.hub.store.case(subject) is not None)
+    assert wait_until(lambda: live.hub.store.case(subject) is not None)
     return message_id, subject
 
 
@@ -272,7 +262,7 @@ def test_a_whole_case_reaches_the_soap12_office_and_its_answer_the_hub(live: Run
         deliveries = store.deliveries(sent.message_id)
         return len(deliveries) == 2 and all(d.state == "delivered" for d in deliveries)
 
-    assert _wait(onwards), store.deliveries(sent.message_id)
+    assert wait_until(onwards), store.deliveries(sent.message_id)
     row = store.message(sent.message_id)
     assert row is not None and (row.sender, row.type) == (PARTY, "residence.decided")
 
@@ -281,7 +271,7 @@ def test_a_whole_case_reaches_the_soap12_office_and_its_answer_the_hub(live: Run
         found = next(d for d in store.deliveries(received.message_id) if d.receiver == PARTY)
         return found.state, found.last_status
 
-    assert _wait(lambda: work() == ("delivered", 200)), work()
+    assert wait_until(lambda: work() == ("delivered", 200)), work()
     assert not office.rejected
 
 
