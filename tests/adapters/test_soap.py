@@ -3,17 +3,12 @@ that answers what a test tells it to (real HTTPS with mutual TLS on loopback in 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lxml import etree
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from adapters import Outbound, ReceiverConfig, load_adapter
 from adapters.soap import HUB_HEADER_NS, SoapAdapter, Wsdl
@@ -21,8 +16,8 @@ from gateway.certs import DevPki, PartyIdentity, init_dev_pki
 from gateway.errors import ConfigurationError
 from gateway.mapping import MappingSet
 from gateway.sandbox import Sandbox
-from gateway.service.server import ServerThread
 from gateway.xml import SOAP11_NS, parse_xml, soap_payload
+from tests.adapters.scripted import ScriptedOffice, scripted_office
 
 pytestmark = pytest.mark.slow
 
@@ -181,23 +176,6 @@ def test_a_back_office_that_is_down_fails(pki: DevPki) -> None:
 # Against a scripted back office: how replies are read
 
 
-class ScriptedOffice:
-    """Answers each POST with the next (status, body) it was given, and records the request."""
-
-    def __init__(self) -> None:
-        self.replies: list[tuple[int, bytes]] = []
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self._lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/ibz", self._answer, methods=["POST"])])
-
-    async def _answer(self, request: Request) -> Response:
-        body = await request.body()
-        with self._lock:
-            self.requests.append(({k.lower(): v for k, v in request.headers.items()}, body))
-            status, reply = self.replies.pop(0)
-        return Response(reply, status, media_type="text/xml")
-
-
 def envelope(body: str) -> bytes:
     return (
         f'<s:Envelope xmlns:s="{SOAP11_NS}" xmlns:i="{IBZ}"><s:Body>{body}</s:Body></s:Envelope>'
@@ -216,9 +194,8 @@ def fault(code: str, string: str = "nope") -> str:
 
 @pytest.fixture(scope="module")
 def scripted(pki: DevPki) -> Iterator[tuple[ScriptedOffice, str]]:
-    office = ScriptedOffice()
-    with ServerThread(office.app, tls=pki.party(PARTY)) as server:
-        yield office, server.url + "/ibz"
+    with scripted_office(pki.party(PARTY), "/ibz", "text/xml") as scripted:
+        yield scripted
 
 
 @pytest.mark.parametrize(

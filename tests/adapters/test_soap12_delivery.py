@@ -4,26 +4,21 @@ loopback in both cases). The office's WSDL is tests/fixtures/soap12/backoffice12
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from adapters import Outbound, ReceiverConfig, load_adapter
 from adapters.soap import HUB_HEADER_NS, Soap12Adapter, SoapAdapter, Wsdl, build_envelope
 from gateway.certs import DevPki, PartyIdentity, init_dev_pki
 from gateway.mapping import MappingSet
 from gateway.sandbox import Sandbox
-from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
 from gateway.xml import SOAP11_NS, SOAP12_NS, parse_xml, soap_payload, soap_version
+from tests.adapters.scripted import ScriptedOffice, scripted_office
 from tests.conftest import HOME
 from tests.soap12_party import ACK, ACTION, IBZ, PARTY, WSDL, soap12_home
 
@@ -192,28 +187,10 @@ def test_the_soap12_office_refuses_soap11_and_a_wrong_action(sandbox: Sandbox, p
 # Against a scripted back office: what is sent, how replies are read
 
 
-class ScriptedOffice:
-    """Answers each POST with the next (status, body, media type) it was given; records requests."""
-
-    def __init__(self) -> None:
-        self.replies: list[tuple[int, bytes]] = []
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self._lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/dg", self._answer, methods=["POST"])])
-
-    async def _answer(self, request: Request) -> Response:
-        body = await request.body()
-        with self._lock:
-            self.requests.append(({k.lower(): v for k, v in request.headers.items()}, body))
-            status, reply = self.replies.pop(0)
-        return Response(reply, status, media_type="application/soap+xml")
-
-
 @pytest.fixture(scope="module")
 def scripted(pki: DevPki) -> Iterator[tuple[ScriptedOffice, str]]:
-    office = ScriptedOffice()
-    with ServerThread(office.app, tls=pki.party(PARTY)) as server:
-        yield office, server.url + "/dg"
+    with scripted_office(pki.party(PARTY), "/dg", "application/soap+xml") as scripted:
+        yield scripted
 
 
 def envelope(body: str, namespace: str = SOAP12_NS) -> bytes:
