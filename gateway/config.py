@@ -24,7 +24,7 @@ from pydantic_settings import (
 from gateway.certs import PartyIdentity
 from gateway.errors import ConfigurationError
 
-__all__ = ["HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
+__all__ = ["CaseOpener", "HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
 
 from gateway.namespaces import CANONICAL_NS
 
@@ -98,11 +98,38 @@ class Route:
 
 
 @dataclass(frozen=True)
+class CaseOpener:
+    """A message type that opens a case, and where it says the worker will work.
+
+    ``workplace`` holds XPaths on the canonical message, tried in order (DOMAIN.md, step 1: the
+    establishment unit, then the main place of work, …); the first that yields a postcode decides
+    the competent region.
+    """
+
+    message_type: str
+    workplace: tuple[str, ...]
+    compiled: tuple[etree.XPath, ...] = field(repr=False, compare=False)
+
+    def postcode(self, message: etree._Element) -> tuple[str, str] | None:
+        """The first workplace postcode the message gives, with the XPath that found it."""
+        for path, xpath in zip(self.workplace, self.compiled, strict=True):
+            postcode = str(xpath(message)).strip()
+            if postcode:
+                return postcode, path
+        return None
+
+
+@dataclass(frozen=True)
 class PartyRegistry:
     parties: Mapping[str, Party]
     routes: tuple[Route, ...]
-    case_openers: frozenset[str] = frozenset({"application.submitted"})
+    openers: Mapping[str, CaseOpener] = field(default_factory=dict)
     source: bytes = field(default=b"", repr=False, compare=False)  # parties.toml as read
+
+    @property
+    def case_openers(self) -> frozenset[str]:
+        """The message types that open a case (``[cases.opened_by]``)."""
+        return frozenset(self.openers)
 
     def __getitem__(self, party_id: str) -> Party:
         return self.parties[party_id]
@@ -154,8 +181,41 @@ def load_parties(path: Path) -> PartyRegistry:
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc
     routes = tuple(_route(entry, parties, path) for entry in data.get("routes", []))
-    openers = frozenset(data.get("cases", {}).get("opened_by", ("application.submitted",)))
+    openers = _openers(data.get("cases", {}).get("opened_by", {}), path)
     return PartyRegistry(parties, routes, openers, source)
+
+
+def _openers(table: Any, path: Path) -> dict[str, CaseOpener]:
+    """``[cases.opened_by]``: message type → the XPaths of its workplace postcode, in order."""
+    if not isinstance(table, Mapping) or not table:
+        raise ConfigurationError(
+            f"{path}: [cases.opened_by] must map each message type that opens a case to the"
+            ' XPaths of its workplace postcode, e.g. "application.submitted" = ["c:…/c:postcode"]'
+        )
+    openers: dict[str, CaseOpener] = {}
+    for message_type, paths in table.items():
+        if (
+            not isinstance(paths, list)
+            or not paths
+            or not all(isinstance(p, str) and p.strip() for p in paths)
+        ):
+            raise ConfigurationError(
+                f"{path}: [cases.opened_by] {message_type}: a non-empty list of XPaths"
+            )
+        compiled = []
+        for xpath in paths:
+            try:
+                compiled.append(
+                    etree.XPath(
+                        f"string({xpath})", namespaces={"c": CANONICAL_NS}, smart_strings=False
+                    )
+                )
+            except etree.XPathSyntaxError as exc:
+                raise ConfigurationError(
+                    f"{path}: [cases.opened_by] {message_type}: bad XPath {xpath!r}: {exc}"
+                ) from exc
+        openers[message_type] = CaseOpener(message_type, tuple(paths), tuple(compiled))
+    return openers
 
 
 def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -> Route:

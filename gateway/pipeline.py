@@ -215,17 +215,29 @@ def authorise(validated: ValidatedMessage, parties: PartyRegistry) -> Authorised
     return AuthorisedMessage(validated)
 
 
-_POSTCODE = f"{_C}applicationSubmitted/{_C}employer/{_C}establishmentUnit/{_C}address/{_C}postcode"
-
-
 def _region_of_workplace(
     canonical: CanonicalMessage, parties: PartyRegistry, mappings: MappingSet
 ) -> str:
-    postcode = canonical.element.findtext(_POSTCODE) or ""
-    region = mappings.municipalities.region_of(postcode)
+    """The party of the region competent for the workplace (``[cases.opened_by]`` says where the
+    message gives it, in order of precedence)."""
+    opener = parties.openers[canonical.message_type]
+    found = opener.postcode(canonical.element)
+    if found is None:
+        raise RoutingError(
+            f"{canonical.message_type} gives no Belgian workplace postcode; looked at "
+            + "; ".join(opener.workplace),
+            code="routing.no-region",
+        )
+    postcode, where = found
+    try:
+        region = mappings.municipalities.region_of(postcode)
+    except RoutingError as exc:
+        raise RoutingError(exc.detail, code=exc.code, path=where) from exc
     party = parties.region_party(region)
     if party is None:
-        raise RoutingError(f"no party handles the {region} region yet", code="routing.no-region")
+        raise RoutingError(
+            f"no party handles the {region} region yet", code="routing.no-region", path=where
+        )
     return party.id
 
 
