@@ -178,6 +178,8 @@ class CompiledMapping:
     stylesheet: bytes = field(repr=False, compare=False)
     # canonical path → party path, for the plain one-to-one rules (no group, no parameter)
     fields: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # canonical path → the code list a plain rule applies, oriented source value → target value
+    codes: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def apply(self, source: etree._Element, params: Mapping[str, str]) -> etree._Element:
         """Transform a source element; raise ``MappingError`` on a code with no mapping."""
@@ -768,9 +770,15 @@ def _compile_file(
         )
         for r in plain
     }
+    codes = {
+        ("/".join(r.to) if direction == "to-canonical" else r.sources[0]): table
+        for r in plain
+        if r.codelist is not None and (table := compiler.codelist(r)) is not None
+    }
     return CompiledMapping(
         party=party.party,
         fields=fields,
+        codes=codes,
         direction=direction,
         message_type=message_type,
         path=path,
