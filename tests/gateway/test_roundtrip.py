@@ -127,7 +127,7 @@ BOTH_WAYS = sorted(
 )
 
 
-@pytest.mark.parametrize(("party", "message_type"), BOTH_WAYS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("party", "message_type"), BOTH_WAYS, ids=str)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_party_to_canonical_and_back_gives_the_same_fields(
