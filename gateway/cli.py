@@ -21,7 +21,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
 
-    demo = commands.add_parser("demo", help="run one complete case against the sandbox")
+    demo = commands.add_parser("demo", help="run cases of the procedure against the sandbox")
+    demo.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a scenario to run (repeatable), or 'all': "
+        + ", ".join(_scenario_names())
+        + " (default: first-flanders)",
+    )
     demo.add_argument(
         "--data-dir",
         type=Path,
@@ -88,13 +97,26 @@ def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untype
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _scenario_names() -> list[str]:
+    from gateway.demo import SCENARIOS
+
+    return list(SCENARIOS)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from gateway.demo import run_demo
         from gateway.hub import configure_logging
 
         configure_logging("warning")
-        return 0 if run_demo(args.data_dir, sys.stdout).ok else 1
+        names = args.scenario or ["first-flanders"]
+        if "all" in names:
+            names = _scenario_names()
+        unknown = sorted(set(names) - set(_scenario_names()))
+        if unknown:
+            print(f"guichet demo: no scenario {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        return 0 if run_demo(args.data_dir, sys.stdout, names).ok else 1
     if args.command == "serve":
         from gateway.certs import DevPki
         from gateway.config import HubConfig

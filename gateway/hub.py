@@ -150,6 +150,7 @@ class Hub:
         catalog = SchemaCatalog.load(config.home / "schemas")
         mappings = MappingSet.load(config.home, catalog)
         _check_coverage(parties, mappings)
+        _check_languages(parties, mappings)
         pki = pki or DevPki.at(config.pki_dir)
         missing = [
             p
@@ -263,6 +264,20 @@ def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:
     ]
     if gaps:
         raise ConfigurationError("parties.toml and mappings/ disagree:\n  " + "\n  ".join(gaps))
+
+
+def _check_languages(parties: PartyRegistry, mappings: MappingSet) -> None:
+    """A party's names are in languages of the single window (the canonical list)."""
+    known = set(mappings.canonical_lists.lists["languages"].values)
+    wrong = [
+        f"{party.id} has a name in {language!r}"
+        for party in parties.parties.values()
+        for language in sorted(set(party.names) - known)
+    ]
+    if wrong:
+        raise ConfigurationError(
+            f"parties.toml: names are in {', '.join(sorted(known))} only: " + "; ".join(wrong)
+        )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
-from gateway.codelists import Municipalities
+from gateway.codelists import CanonicalLists, Countries, Municipalities
 from gateway.errors import (
     ConfigurationError,
     GatewayError,
@@ -583,6 +583,8 @@ class MappingSet:
     mappings: Mapping[tuple[str, Direction, str], CompiledMapping]
     sources: Mapping[str, bytes]  # every file read (relative path → the exact bytes used)
     municipalities: Municipalities  # mappings/codelists/municipalities.csv
+    canonical_lists: CanonicalLists  # mappings/codelists/canonical.toml
+    countries: Countries | None = None  # mappings/codelists/countries.csv
 
     @classmethod
     def load(cls, home: Path, catalog: SchemaCatalog | None = None) -> MappingSet:
@@ -592,8 +594,18 @@ class MappingSet:
         sources = _Sources(home)
         errors: list[str] = []
         mappings_dir = home / "mappings"
+        shared_dir = mappings_dir / "codelists"
+        lists_path = shared_dir / "canonical.toml"
+        canonical_lists = CanonicalLists.parse(sources.read(lists_path).decode(), str(lists_path))
+        canonical_lists.check(_enumerations(catalog), str(lists_path))
+        countries_path = shared_dir / "countries.csv"
+        countries = (
+            Countries.parse(sources.read(countries_path).decode(), str(countries_path))
+            if countries_path.is_file()
+            else None
+        )
         for party_dir in sorted(p for p in mappings_dir.iterdir() if (p / "party.toml").is_file()):
-            party, codelists, namespaces = _load_party(party_dir, catalog, sources)
+            party, codelists, namespaces = _load_party(party_dir, catalog, sources, countries)
             parties[party.party] = party
             for direction in ("to-canonical", "from-canonical"):
                 folder = party_dir / direction
@@ -612,9 +624,17 @@ class MappingSet:
                     mappings[(party.party, compiled.direction, compiled.message_type)] = compiled
         if errors:
             raise ConfigurationError("mappings do not check:\n  " + "\n  ".join(errors))
-        table = mappings_dir / "codelists" / "municipalities.csv"
+        table = shared_dir / "municipalities.csv"
         municipalities = Municipalities.parse(sources.read(table).decode(), str(table))
-        return cls(catalog, parties, mappings, sources.contents, municipalities)
+        return cls(
+            catalog,
+            parties,
+            mappings,
+            sources.contents,
+            municipalities,
+            canonical_lists,
+            countries,
+        )
 
     def get(self, party: str, direction: Direction, message_type: str) -> CompiledMapping:
         try:
@@ -667,8 +687,34 @@ class _Sources:
             raise ConfigurationError(f"{path}: {exc}") from exc
 
 
+def _enumerations(catalog: SchemaCatalog) -> dict[str, list[str] | None]:
+    """Every named simple type of canonical.xsd → its enumeration (None when it has none)."""
+    components = catalog[CANONICAL_SCHEMA].files[CANONICAL_NS].components
+    return {
+        etree.QName(name).localname: getattr(xsd_type, "enumeration", None)
+        for name, xsd_type in components.types.items()
+        if xsd_type.is_simple()
+    }
+
+
+def _codelist(
+    name: str, table: Mapping[str, Any], countries: Countries | None, origin: str
+) -> dict[str, str]:
+    """One table of a party's codelists.toml: its own pairs, or a shared list taken whole
+    (``shared = "countries"``, ``column = "nis"``: the NIS codes → ISO alpha-3)."""
+    if "shared" not in table:
+        return {str(k): str(v) for k, v in table.items()}
+    if table["shared"] != "countries" or set(table) != {"shared", "column"}:
+        raise ConfigurationError(
+            f'{origin}: [{name}] a shared table is shared = "countries" with a column'
+        )
+    if countries is None:
+        raise ConfigurationError(f"{origin}: [{name}] needs mappings/codelists/countries.csv")
+    return countries.table(str(table["column"]))
+
+
 def _load_party(
-    party_dir: Path, catalog: SchemaCatalog, sources: _Sources
+    party_dir: Path, catalog: SchemaCatalog, sources: _Sources, countries: Countries | None
 ) -> tuple[PartyFormat, dict[str, dict[str, str]], dict[str, str]]:
     path = party_dir / "party.toml"
     data = sources.toml(path)
@@ -689,7 +735,7 @@ def _load_party(
     codelist_path = party_dir / "codelists.toml"
     if codelist_path.is_file():
         for name, table in sources.toml(codelist_path).items():
-            codelists[name] = {str(k): str(v) for k, v in table.items()}
+            codelists[name] = _codelist(name, table, countries, str(codelist_path))
     # The party's type codes: a table of their own, or one of its code lists.
     type_values = dict(message_type.get("values", {}))
     if "codelist" in message_type:

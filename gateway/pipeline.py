@@ -249,7 +249,7 @@ def route(
 ) -> RoutedExchange:
     """Find the receivers, then map out and validate the message for each.
 
-    A message either opens a case (parties.toml ``[cases] opened_by``; its competent region is
+    A message either opens a case (parties.toml ``[cases.opened_by]``; its competent region is
     computed from the workplace) or belongs to a case the hub knows; one that answers another
     (``correlationId``) answers a message the hub knows; a destination it names must be one of
     the receivers the procedure gives it.

@@ -1172,11 +1172,7 @@ def scaffold_party(home: Path, request: PartySpec) -> Scaffolded:
         for folder in ("canonical", "hub"):
             if (home / "schemas" / folder).is_dir():
                 shutil.copytree(home / "schemas" / folder, staging / "schemas" / folder)
-        (staging / "mappings" / "codelists").mkdir(parents=True)
-        shutil.copy2(
-            home / "mappings" / "codelists" / "municipalities.csv",
-            staging / "mappings" / "codelists" / "municipalities.csv",
-        )
+        shutil.copytree(home / "mappings" / "codelists", staging / "mappings" / "codelists")
         canonical = _Canonical.of(SchemaCatalog.load(staging / "schemas")["canonical"])
         spec = _checked(home, request, canonical.catalogue)
         files, texts, notes, endpoint = _make(home, staging, spec, canonical)

@@ -88,7 +88,7 @@ def soap12_home(directory: Path) -> Path:
     )
     # parties.toml: the party, and work decisions routed to it too.
     parties = home / "parties.toml"
-    _edit(parties, "\n[cases]", _PARTY_ENTRY + "\n[cases]")
+    _edit(parties, "\n[cases.opened_by]", _PARTY_ENTRY + "\n[cases.opened_by]")
     _edit(
         parties,
         'type = "workAuthorisation.decided"\nto = ["be-platform", "be-fed-ibz"]',
