@@ -394,7 +394,7 @@ def test_soap_office_answers_client_faults(
 # The responder
 
 
-def test_flanders_answers_an_application_with_two_decisions(
+def test_flanders_answers_an_application_with_its_decisions_and_the_forwarding(
     responding: Sandbox,
     fake_hub: tuple[FakeHub, str],
     hub_client: httpx.Client,
@@ -408,7 +408,7 @@ def test_flanders_answers_an_application_with_two_decisions(
     # A duplicate delivery starts no second reply chain.
     assert post_rest(hub_client, responding, "be-vlg-wse", body, key).status_code == 202
     received = office.wait_for(lambda r: r.idempotency_key == key)
-    calls = hub.wait(2)
+    calls = hub.wait(3)
     wse = mappings.party("be-vlg-wse")
     types = []
     for call in calls:
@@ -423,16 +423,16 @@ def test_flanders_answers_an_application_with_two_decisions(
         assert element.findtext("kop/antwoordOp") == received.message_id
         assert element.findtext("kop/berichtId") == call.headers["idempotency-key"]
         assert element.findtext("kop/berichtId") != received.message_id
-    assert types == ["admissibility.decided", "workAuthorisation.decided"]
+    assert types == ["admissibility.decided", "application.forwarded", "workAuthorisation.decided"]
     office.wait_for_sent(lambda s: s.message_type == types[-1])
     sent = office.sent
     assert [s.message_type for s in sent] == types
     assert all(s.status == 202 and s.error is None for s in sent)
     assert all(s.correlation_id == received.message_id for s in sent)
-    assert len({s.message_id for s in sent}) == 2
-    # Nothing more than the script: two messages, even after the duplicate.
-    assert len(office.sent) == 2
-    assert len(hub.calls) == 2
+    assert len({s.message_id for s in sent}) == 3
+    # Nothing more than the script: three messages, even after the duplicate.
+    assert len(office.sent) == 3
+    assert len(hub.calls) == 3
 
 
 def test_immigration_office_answers_a_work_decision_over_soap(
