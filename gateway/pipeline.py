@@ -255,6 +255,15 @@ def route(
     the receivers the procedure gives it.
     """
     sender = canonical.validated.inbound.sender
+    answered = None
+    if canonical.correlation_id:
+        answered = cases.sender_of(canonical.correlation_id)
+        if answered is None:
+            raise RoutingError(
+                f"correlationId {canonical.correlation_id} names no message known to the hub",
+                code="routing.unknown-correlation",
+                path="envelope/correlationId",
+            )
     if canonical.message_type in parties.case_openers:
         region: str | None = _region_of_workplace(canonical, parties, mappings)
         case_parties: list[str] = []
@@ -265,15 +274,6 @@ def route(
                 f"case {canonical.subject} is not known to the hub", code="routing.unknown-case"
             )
         region, case_parties = case
-    answered = None
-    if canonical.correlation_id:
-        answered = cases.sender_of(canonical.correlation_id)
-        if answered is None:
-            raise RoutingError(
-                f"correlationId {canonical.correlation_id} names no message known to the hub",
-                code="routing.unknown-correlation",
-                path="envelope/correlationId",
-            )
     receivers: list[str] = []
     for rule in parties.routes:
         if rule.message_type != canonical.message_type:
