@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.evidence import HubSigner, Receipt
 from gateway.mapping import CANONICAL_NS, CompiledMapping, MappingSet, PartyFormat
 from gateway.store import MessageRow, UnitOfWork
-from gateway.xml import ParserLimits, parse_xml, soap_payload
+from gateway.xml import ParserLimits, SoapVersion, parse_xml, soap_content_type, soap_payload
 
 __all__ = [
     "AuthorisedMessage",
@@ -321,7 +321,10 @@ def _map_out(
     )
     schema_file = party.schema.validate(element)
     protocol = parties[receiver].protocol
-    content_type = "text/xml; charset=utf-8" if protocol == "soap11" else party.media_type
+    soap_version: dict[str, SoapVersion] = {"soap11": "1.1", "soap12": "1.2"}
+    content_type = (
+        soap_content_type(soap_version[protocol]) if protocol in soap_version else party.media_type
+    )
     return Outgoing(
         receiver,
         party.write(element),

@@ -273,6 +273,11 @@ def test_a_whole_case_reaches_the_soap12_office_and_its_answer_the_hub(live: Run
 
     assert wait_until(lambda: work() == ("delivered", 200)), work()
     assert not office.rejected
+    # The evidence names what went on the wire to the office: a SOAP 1.2 envelope.
+    leaf_index = store.message(received.message_id).leaf_index  # type: ignore[union-attr]
+    record = json.loads(store.leaves(leaf_index, leaf_index + 1)[0].record)
+    to_office = next(o for o in record["outbound"] if o["receiver"] == PARTY)
+    assert to_office["contentType"] == "application/soap+xml; charset=utf-8"
 
 
 @pytest.mark.slow
