@@ -20,6 +20,7 @@ __all__ = [
     "check_canonical",
     "is_valid_establishment_unit",
     "is_valid_insz",
+    "payload_element",
 ]
 
 C = CANONICAL_NS
@@ -81,7 +82,27 @@ _PAIR_XPATHS = tuple(
 )
 
 
+def payload_element(message_type: str) -> str:
+    """The canonical payload element of a message type: ``workPermit.decided`` →
+    ``workPermitDecided``."""
+    resource, _, event = message_type.partition(".")
+    return resource + event[:1].upper() + event[1:]
+
+
 def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
+    message_type = message.findtext(f"{{{C}}}envelope/{{{C}}}type")
+    payload = message[1] if len(message) > 1 else None
+    if (
+        message_type is not None
+        and payload is not None
+        and etree.QName(payload).localname != payload_element(message_type)
+    ):
+        yield DomainCheckError(
+            f"the envelope says {message_type} but the payload is {etree.QName(payload).localname}",
+            code="message.invalid",
+            path="envelope/type",
+        )
+    yield from _short_stay(message)
     for element in _elements(_INSZ, message):
         number = element.text or ""
         if not is_valid_insz(number):
@@ -114,6 +135,30 @@ def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
                     code="domain.date-order",
                     path=_path(later),
                 )
+
+
+SHORT_STAY_DAYS = 90
+_PERMIT = f"{{{C}}}workPermitSubmitted"
+
+
+def _short_stay(message: etree._Element) -> Iterator[DomainCheckError]:
+    """A work permit for a short stay is for a stay of at most 90 days, and says how long."""
+    permit = message.find(_PERMIT)
+    if permit is None or permit.findtext(f"{{{C}}}permitKind") != "shortStay":
+        return
+    days = permit.find(f"{{{C}}}stayDays")
+    if days is None:
+        yield DomainCheckError(
+            "a short-stay work permit needs the length of the stay (stayDays)",
+            code="domain.invalid",
+            path=_path(permit),
+        )
+    elif int((days.text or "0").strip()) > SHORT_STAY_DAYS:
+        yield DomainCheckError(
+            f"a short stay lasts at most {SHORT_STAY_DAYS} days, not {days.text}",
+            code="domain.invalid",
+            path=_path(days),
+        )
 
 
 _XSD_DATE = re.compile(r"^\s*(-?)(\d{4,})-(\d{2})-(\d{2})")

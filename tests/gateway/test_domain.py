@@ -1,18 +1,22 @@
-"""Identifier checks and the competent region."""
+"""Identifier checks, the competent region, and the procedure's own rules."""
 
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lxml import etree
 
 from gateway.codelists import Municipalities
 from gateway.domain import (
+    check_canonical,
     is_valid_enterprise_number,
     is_valid_establishment_unit,
     is_valid_insz,
+    payload_element,
 )
-from gateway.errors import RoutingError
+from gateway.errors import DomainCheckError, RoutingError
+from gateway.namespaces import CANONICAL_NS
 
 TABLE_PATH = Path(__file__).resolve().parents[2] / "mappings" / "codelists" / "municipalities.csv"
 TABLE = Municipalities.parse(TABLE_PATH.read_text(), str(TABLE_PATH))
@@ -118,10 +122,6 @@ def test_dates_are_compared_as_dates_not_text() -> None:
 
 
 def test_a_birth_date_with_a_time_zone_still_matches_the_national_number() -> None:
-    from lxml import etree
-
-    from gateway.domain import check_canonical
-
     insz = _insz("940315", "027")
     for born in ("1994-03-15", "1994-03-15Z", "1994-03-15+01:00"):
         worker = etree.fromstring(
@@ -129,3 +129,48 @@ def test_a_birth_date_with_a_time_zone_still_matches_the_national_number() -> No
             f"<c:insz>{insz}</c:insz></c:worker>"
         )
         check_canonical(worker)
+
+
+CANONICAL_VALID = Path(__file__).resolve().parents[1] / "corpus" / "canonical" / "valid"
+
+
+def _canonical(name: str) -> etree._Element:
+    return etree.fromstring((CANONICAL_VALID / name).read_bytes())
+
+
+def test_every_type_names_its_payload_element() -> None:
+    assert payload_element("application.submitted") == "applicationSubmitted"
+    assert payload_element("informationRequest.answered") == "informationRequestAnswered"
+    assert payload_element("problem") == "problem"
+    for path in CANONICAL_VALID.glob("*.xml"):
+        check_canonical(_canonical(path.name))  # every valid example passes
+
+
+def test_an_envelope_type_that_is_not_its_payload_is_refused() -> None:
+    message = _canonical("workPermit.decided.xml")
+    message.find(f"{{{CANONICAL_NS}}}envelope/{{{CANONICAL_NS}}}type").text = "appeal.decided"  # type: ignore[union-attr]
+    with pytest.raises(DomainCheckError) as caught:
+        check_canonical(message)
+    assert (caught.value.code, caught.value.path) == ("message.invalid", "envelope/type")
+    assert "workPermitDecided" in caught.value.detail
+
+
+@pytest.mark.parametrize(("days", "ok"), [("90", True), ("91", False), (None, False)])
+def test_a_short_stay_lasts_at_most_90_days(days: str | None, ok: bool) -> None:
+    message = _canonical("workPermit.submitted.xml")
+    permit = message.find(f"{{{CANONICAL_NS}}}workPermitSubmitted")
+    assert permit is not None
+    permit.find(f"{{{CANONICAL_NS}}}permitKind").text = "shortStay"  # type: ignore[union-attr]
+    stay = permit.find(f"{{{CANONICAL_NS}}}stayDays")
+    if days is None:
+        if stay is not None:
+            permit.remove(stay)
+    else:
+        assert stay is not None
+        stay.text = days
+    if ok:
+        check_canonical(message)
+    else:
+        with pytest.raises(DomainCheckError, match="short") as caught:
+            check_canonical(message)
+        assert caught.value.code == "domain.invalid"
