@@ -60,13 +60,11 @@ from gateway.mapping import MappingSet, PartyFormat
 from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
 from gateway.xml import (
-    SOAP11_NS,
-    SOAP12_FAULT_CODES,
-    SOAP12_NS,
     SoapVersion,
     parse_xml,
     soap_action_of,
     soap_content_type,
+    soap_fault,
     soap_payload,
     soap_version_of,
 )
@@ -698,27 +696,9 @@ def _fault(
     code: _FaultCode, string: str, version: SoapVersion = "1.1", *, status: int | None = None
 ) -> Response:
     """A SOAP Fault of ``version`` (``Client``/``env:Sender``: the sender must change the
-    message). HTTP status: ``status``, else the binding's (SOAP 1.1: 500; SOAP 1.2: 400 for
-    env:Sender, 500 for the others)."""
-    if version == "1.1":
-        envelope = etree.Element(f"{{{SOAP11_NS}}}Envelope", nsmap={"soap": SOAP11_NS})
-        body = etree.SubElement(envelope, f"{{{SOAP11_NS}}}Body")
-        fault = etree.SubElement(body, f"{{{SOAP11_NS}}}Fault")
-        etree.SubElement(fault, "faultcode").text = f"soap:{code}"
-        etree.SubElement(fault, "faultstring").text = string
-        media_type, default = "text/xml", 500
-    else:
-        env = f"{{{SOAP12_NS}}}"
-        value = SOAP12_FAULT_CODES.get(code, code)
-        envelope = etree.Element(f"{env}Envelope", nsmap={"env": SOAP12_NS})
-        fault = etree.SubElement(etree.SubElement(envelope, f"{env}Body"), f"{env}Fault")
-        etree.SubElement(etree.SubElement(fault, f"{env}Code"), f"{env}Value").text = f"env:{value}"
-        text = etree.SubElement(etree.SubElement(fault, f"{env}Reason"), f"{env}Text")
-        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
-        text.text = string
-        media_type, default = soap_content_type("1.2"), 400 if value == "Sender" else 500
-    content = etree.tostring(envelope, encoding="UTF-8", xml_declaration=True)
-    return Response(content, status or default, media_type=media_type)
+    message), with ``status`` or else the binding's HTTP status."""
+    content, default = soap_fault(code, string, version)
+    return Response(content, status or default, media_type=soap_content_type(version))
 
 
 def _now_iso() -> str:

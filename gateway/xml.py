@@ -33,6 +33,7 @@ __all__ = [
     "parse_xml",
     "soap_action_of",
     "soap_content_type",
+    "soap_fault",
     "soap_payload",
     "soap_version",
     "soap_version_of",
@@ -225,6 +226,40 @@ def soap_action_of(content_type: str, soap_action: str | None) -> str | None:
     else:
         value = (soap_action or "").strip().strip('"')
     return value or None
+
+
+def soap_fault(
+    code: str, reason: str, version: SoapVersion, detail: etree._Element | None = None
+) -> tuple[bytes, int]:
+    """A SOAP Fault envelope of ``version`` and the HTTP status its binding gives it.
+
+    ``code`` is a SOAP 1.1 fault code (``Client``, ``Server``, ``MustUnderstand``,
+    ``VersionMismatch``); SOAP 1.2 names it its own way (``env:Sender``, ``env:Receiver``).
+    HTTP: SOAP 1.1 carries every fault with 500; SOAP 1.2 (Part 2 § 7.5.2.2) env:Sender with 400,
+    the others with 500.
+    """
+    namespace = SOAP_ENVELOPE_NS[version]
+    prefix = "soap" if version == "1.1" else "env"
+    envelope = etree.Element(f"{{{namespace}}}Envelope", nsmap={prefix: namespace})
+    fault = etree.SubElement(
+        etree.SubElement(envelope, f"{{{namespace}}}Body"), f"{{{namespace}}}Fault"
+    )
+    if version == "1.1":
+        etree.SubElement(fault, "faultcode").text = f"soap:{code}"
+        etree.SubElement(fault, "faultstring").text = reason
+        if detail is not None:
+            etree.SubElement(fault, "detail").append(detail)
+        return etree.tostring(envelope, encoding="UTF-8", xml_declaration=True), 500
+    value = SOAP12_FAULT_CODES.get(code, code)
+    env = f"{{{namespace}}}"
+    etree.SubElement(etree.SubElement(fault, f"{env}Code"), f"{env}Value").text = f"env:{value}"
+    text = etree.SubElement(etree.SubElement(fault, f"{env}Reason"), f"{env}Text")
+    text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    text.text = reason
+    if detail is not None:
+        etree.SubElement(fault, f"{env}Detail").append(detail)
+    status = 400 if value == "Sender" else 500
+    return etree.tostring(envelope, encoding="UTF-8", xml_declaration=True), status
 
 
 def soap_content_type(version: SoapVersion, action: str | None = None) -> str:

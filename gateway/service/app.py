@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,11 +45,11 @@ from gateway.outbox import iso, utc_now
 from gateway.service.tls import client_certificate
 from gateway.store import UnitOfWork
 from gateway.xml import (
-    SOAP12_FAULT_CODES,
     SOAP_ENVELOPE_NS,
     SoapVersion,
     soap_action_of,
     soap_content_type,
+    soap_fault,
     soap_version_of,
 )
 
@@ -167,34 +168,18 @@ def _soap_envelope(version: SoapVersion, body: str) -> bytes:
     ).encode()
 
 
-def soap_fault(error: GatewayError, trace_id: str, version: SoapVersion = "1.1") -> Response:
+def soap_fault_response(
+    error: GatewayError, trace_id: str, version: SoapVersion = "1.1"
+) -> Response:
     """The error as a SOAP Fault of ``version``, its ``h:problem`` detail the REST problem's."""
     body = problem_body(error, trace_id)
-    fields = "".join(
-        f"<h:{key}>{escape(str(body[key]))}</h:{key}>"
-        for key in ("code", "type", "status", "path", "line", "schemaId", "traceId")
-        if key in body
-    )
-    problem = f'<h:problem xmlns:h="{HUB_NS}">{fields}</h:problem>'
-    code = problem_of(error).soap_fault
-    if version == "1.1":
-        fault = (
-            f"<soap:Fault><faultcode>soap:{code}</faultcode>"
-            f"<faultstring>{escape(error.detail)}</faultstring>"
-            f"<detail>{problem}</detail></soap:Fault>"
-        )
-        status = 500  # SOAP 1.1 carries every fault with HTTP 500.
-    else:
-        value = SOAP12_FAULT_CODES.get(code, code)
-        fault = (
-            f"<env:Fault><env:Code><env:Value>env:{value}</env:Value></env:Code>"
-            f'<env:Reason><env:Text xml:lang="en">{escape(error.detail)}</env:Text></env:Reason>'
-            f"<env:Detail>{problem}</env:Detail></env:Fault>"
-        )
-        # The SOAP 1.2 HTTP binding (Part 2 § 7.5.2.2): 400 for env:Sender, 500 for the others.
-        status = 400 if value == "Sender" else 500
+    problem = etree.Element(f"{{{HUB_NS}}}problem", nsmap={"h": HUB_NS})
+    for key in ("code", "type", "status", "path", "line", "schemaId", "traceId"):
+        if key in body:
+            etree.SubElement(problem, f"{{{HUB_NS}}}{key}").text = str(body[key])
+    content, status = soap_fault(problem_of(error).soap_fault, error.detail, version, problem)
     return Response(
-        _soap_envelope(version, fault),
+        content,
         status_code=status,
         media_type=soap_content_type(version),
         headers={TRACE_HEADER: trace_id},
@@ -320,7 +305,7 @@ def create_app(hub: Hub) -> FastAPI:
             # In the caller's version, as its Content-Type announced it: a refusal may come
             # before the envelope is read, and a parsed envelope agrees with it or is refused.
             version = soap_version_of(request.headers.get("content-type", ""))
-            return soap_fault(error, trace_id, version)
+            return soap_fault_response(error, trace_id, version)
         return problem_response(error, trace_id)
 
     @app.exception_handler(GatewayError)
