@@ -28,6 +28,7 @@ from gateway.config import PartyRegistry
 from gateway.errors import (
     AuthorisationError,
     DuplicateMessageError,
+    InboundError,
     RoutingError,
     UnsupportedMediaTypeError,
 )
@@ -172,6 +173,16 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
     validated = authorised.validated
     inbound = validated.inbound
     mapping = mappings.get(inbound.sender, "to-canonical", validated.message_type)
+    if validated.element.tag != mapping.source_root:
+        # The party's type code names one message, its body holds another.
+        party = mappings.party(inbound.sender)
+        raise InboundError(
+            f"the message's type code says {validated.message_type}, which is a"
+            f" {etree.QName(mapping.source_root).localname}, but the body is a"
+            f" {etree.QName(validated.element).localname}",
+            path=party.type_xpath.path,
+            schema_id=party.schema.schema_id,
+        )
     canonical = mapping.apply(
         validated.element,
         {
