@@ -42,7 +42,7 @@ def test_a_party_type_without_a_mapping_stops_the_hub_at_start() -> None:
         parties["be-fed-ibz"], receives=parties["be-fed-ibz"].receives | {"workPermit.submitted"}
     )
     broken = dataclasses.replace(parties, parties={**parties.parties, "be-fed-ibz": ibz})
-    with pytest.raises(ConfigurationError, match="be-fed-ibz receives workPermit.submitted"):
+    with pytest.raises(ConfigurationError, match=r"be-fed-ibz receives workPermit\.submitted"):
         _check_coverage(broken, MAPPINGS)
 
 
