@@ -269,6 +269,16 @@ def test_the_wsdl_maps_payload_elements_to_operations() -> None:
         "NotifierRecevabilite": f"{IBZ}/NotifierRecevabilite",
         "NotifierDecisionTravail": f"{IBZ}/NotifierDecisionTravail",
         "NotifierStatut": f"{IBZ}/NotifierStatut",
+        "NotifierDemandeTransmise": f"{IBZ}/NotifierDemandeTransmise",
+        "NotifierRetraitDemande": f"{IBZ}/NotifierRetraitDemande",
+        "NotifierReponseInformations": f"{IBZ}/NotifierReponseInformations",
+        "NotifierRetraitAutorisationTravail": f"{IBZ}/NotifierRetraitAutorisationTravail",
+        "NotifierRenouvellementTravail": f"{IBZ}/NotifierRenouvellementTravail",
+        "NotifierOppositionChangementEmployeur": f"{IBZ}/NotifierOppositionChangementEmployeur",
+        "NotifierFinOccupation": f"{IBZ}/NotifierFinOccupation",
+        "NotifierRecours": f"{IBZ}/NotifierRecours",
+        "NotifierDecisionCarteProfessionnelle": f"{IBZ}/NotifierDecisionCarteProfessionnelle",
+        "NotifierProbleme": f"{IBZ}/NotifierProbleme",
     }
     assert {op.output_element for op in wsdl.operations.values()} == {f"{{{IBZ}}}AccuseReception"}
 

@@ -39,10 +39,10 @@ def test_a_party_type_without_a_mapping_stops_the_hub_at_start() -> None:
     parties = load_parties(HOME / "parties.toml")
     _check_coverage(parties, MAPPINGS)  # the repository is complete
     ibz = dataclasses.replace(
-        parties["be-fed-ibz"], receives=parties["be-fed-ibz"].receives | {"problem"}
+        parties["be-fed-ibz"], receives=parties["be-fed-ibz"].receives | {"workPermit.submitted"}
     )
     broken = dataclasses.replace(parties, parties={**parties.parties, "be-fed-ibz": ibz})
-    with pytest.raises(ConfigurationError, match="be-fed-ibz receives problem"):
+    with pytest.raises(ConfigurationError, match=r"be-fed-ibz receives workPermit\.submitted"):
         _check_coverage(broken, MAPPINGS)
 
 
