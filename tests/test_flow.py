@@ -88,9 +88,10 @@ def test_a_whole_case_is_validated_sealed_and_delivered(live: RunningHub) -> Non
         for record in (json.loads(leaf.record) for leaf in store.leaves())
         if record["event"] == "delivery.delivered" and record["messageId"] in case_ids
     ]
-    # 1 + 2 + 2 + 2 + 2 receivers over the five messages of the case, each exactly once.
-    assert len(delivered) == 9
-    assert len({(r["messageId"], r["receiver"]) for r in delivered}) == 9
+    # Receivers over the seven messages of the case, each exactly once: the application 1,
+    # admissibility 2, forwarding 1, work decision 2, residence decision 2, card 2, status 2.
+    assert len(delivered) == 12
+    assert len({(r["messageId"], r["receiver"]) for r in delivered}) == 12
     live.hub.checkpoint()
     report = verify_log(store.leaves(), store.checkpoints(), live.hub.signer.certificate)
     assert report.ok, report.problems
