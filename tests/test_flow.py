@@ -208,6 +208,42 @@ def test_the_demo_command_exits_0_and_shows_the_case(tmp_path: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+def test_the_demo_of_every_scenario_shows_all_six_parties(tmp_path: Path) -> None:
+    from gateway.config import load_parties
+    from gateway.demo import SCENARIOS
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--scenario", "all", "--data-dir",
+         str(tmp_path / "all")],
+        cwd=HOME,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert result.stdout.rstrip().endswith("demo: OK")
+    for name in SCENARIOS:
+        assert f"== {name}:" in result.stdout
+    involved = result.stdout.split("parties involved: ", 1)[1].split("\n", 1)[0]
+    assert set(involved.split(", ")) == set(load_parties(HOME / "parties.toml").parties)
+    for wire in ("SOAP 1.1", "SOAP 1.2", "application/xml", "application/json"):
+        assert wire in result.stdout, wire
+
+
+def test_the_demo_refuses_an_unknown_scenario() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--scenario", "first-mars"],
+        cwd=HOME,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no scenario first-mars" in result.stderr
+
+
 def _soap(live: RunningHub, payload: bytes) -> bytes:
     envelope = (
         f'<soap:Envelope xmlns:soap="{SOAP11_NS}"><soap:Body>'.encode()
