@@ -79,14 +79,33 @@ GOLDEN_EDITS = [
 ]
 
 
-def copy_home(tmp_path: Path) -> Path:
-    """What the hub is made of, copied: schemas, mappings, examples, parties.toml."""
+def copy_home(tmp_path: Path, without: tuple[str, ...] = ()) -> Path:
+    """What the hub is made of, copied: schemas, mappings, examples, parties.toml; the parties
+    of ``without`` left out (their folders and their tables), to scaffold them anew."""
     home = tmp_path / "home"
     home.mkdir()
     for folder in ("schemas", "mappings", "examples"):
         shutil.copytree(HOME / folder, home / folder)
+        for party in without:
+            shutil.rmtree(home / folder / party, ignore_errors=True)
     shutil.copy2(HOME / "parties.toml", home / "parties.toml")
+    for relative, table in (("parties.toml", "parties"), ("examples/sandbox.toml", "office")):
+        for party in without:
+            _drop_tables(home / relative, f"{table}.{party}")
     return home
+
+
+def _drop_tables(path: Path, name: str) -> None:
+    """Remove the TOML table ``name`` and its sub-tables (and arrays of tables) from a file."""
+    kept: list[str] = []
+    dropping = False
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("["):
+            header = line.strip().strip("[]")
+            dropping = header == name or header.startswith(name + ".")
+        if not dropping:
+            kept.append(line)
+    path.write_text("".join(kept))
 
 
 def guichet(home: Path, command: str) -> subprocess.CompletedProcess[str]:
@@ -216,7 +235,7 @@ def wait_delivered(client: object, message_id: str, receiver: str) -> dict[str, 
 
 @pytest.mark.slow
 def test_rest_xml_and_soap_parties_work_as_scaffolded(tmp_path: Path) -> None:
-    home = copy_home(tmp_path)
+    home = copy_home(tmp_path, without=("be-bru-bee",))  # scaffolded afresh below
     for command in (
         "guichet party new be-bru-bee --protocol rest --format xml --region brussels"
         " --sends admissibility.decided workAuthorisation.decided status.updated"
