@@ -163,7 +163,13 @@ def load_parties(path: Path) -> PartyRegistry:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
     parties: dict[str, Party] = {}
+    unknown = sorted(set(data) - {"parties", "cases", "routes"})
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown tables {unknown}")
     for party_id, entry in data.get("parties", {}).items():
+        stray = sorted(set(entry) - _PARTY_KEYS)
+        if stray:
+            raise ConfigurationError(f"{path}: party {party_id}: unknown keys {stray}")
         try:
             parties[party_id] = Party(
                 id=party_id,
@@ -218,8 +224,19 @@ def _openers(table: Any, path: Path) -> dict[str, CaseOpener]:
     return openers
 
 
+_PARTY_KEYS = frozenset(
+    {
+        "names", "role", "protocol", "endpoint", "enterprise_number", "sends", "receives",
+        "region", "wsdl", "hub_wsdl",
+    }
+)  # fmt: skip
+
+
 def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -> Route:
     message_type = entry.get("type", "")
+    stray = sorted(set(entry) - {"type", "to", "when"})
+    if stray:
+        raise ConfigurationError(f"{path}: route {message_type}: unknown keys {stray}")
     to = tuple(entry.get("to", ()))
     for target in to:
         if target.startswith("@"):

@@ -1,4 +1,4 @@
-"""The competent region comes from where the worker will work, as ``[cases.opened_by]`` says:
+"""Routing configuration and the competent region. The competent region comes from where the worker will work, as ``[cases.opened_by]`` says:
 the establishment unit first, then the first Belgian place of work; no Belgian workplace, or a
 postcode not in use, is a clear refusal that seals nothing."""
 
@@ -96,3 +96,26 @@ def _parties_with(tmp_path: Path, cases: str) -> Path:
 def test_case_openers_are_checked_at_load(tmp_path: Path, cases: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         load_parties(_parties_with(tmp_path, cases))
+
+
+@pytest.mark.parametrize(
+    ("append", "message"),
+    [
+        ('\n[[routes]]\ntype = "problem"\nto = ["@correlated-sender"]\nnames = "x"\n',
+         r"route problem: unknown keys \['names'\]"),
+        ('\n[timeouts]\nx = 1\n', r"unknown tables \['timeouts'\]"),
+    ],
+)  # fmt: skip
+def test_a_stray_key_in_parties_toml_is_refused(tmp_path: Path, append: str, message: str) -> None:
+    path = tmp_path / "parties.toml"
+    path.write_text((HOME / "parties.toml").read_text() + append)
+    with pytest.raises(ConfigurationError, match=message):
+        load_parties(path)
+
+
+def test_a_stray_key_in_a_party_is_refused(tmp_path: Path) -> None:
+    text = (HOME / "parties.toml").read_text()
+    path = tmp_path / "parties.toml"
+    path.write_text(text.replace('role = "portal"\n', 'role = "portal"\nrol = "portal"\n', 1))
+    with pytest.raises(ConfigurationError, match=r"party be-platform: unknown keys \['rol'\]"):
+        load_parties(path)
