@@ -11,7 +11,7 @@ import pytest
 
 from gateway.codelists import LANGUAGES, CanonicalLists, Countries
 from gateway.config import load_parties
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, MappingError
 from gateway.hub import _check_languages
 from gateway.mapping import MappingSet, _codelist, _enumerations
 
@@ -105,3 +105,27 @@ def test_party_names_are_in_the_languages_of_the_single_window() -> None:
     broken = dataclasses.replace(parties, parties={**parties.parties, "be-platform": portal})
     with pytest.raises(ConfigurationError, match="be-platform has a name in 'es'"):
         _check_languages(broken, MAPPINGS)
+
+
+def _forwarded_to_ibz(nationality: str) -> str:
+    from gateway.mapping import GOLDEN_PARAMS
+    from gateway.namespaces import CANONICAL_NS
+    from gateway.xml import parse_xml
+
+    mapping = MAPPINGS.get("be-fed-ibz", "from-canonical", "application.forwarded")
+    source = parse_xml((mapping.path.parent / "application.forwarded.input.xml").read_bytes())
+    found = source.find(f".//{{{CANONICAL_NS}}}worker/{{{CANONICAL_NS}}}nationality")
+    assert found is not None
+    found.text = nationality
+    params = {**GOLDEN_PARAMS, "sender": "be-vlg-wse", "receiver": "be-fed-ibz"}
+    out = mapping.apply(source, params)
+    return str(out.xpath("string(//@nationalite)"))
+
+
+def test_the_immigration_office_gets_nis_country_codes_and_never_an_unmapped_one() -> None:
+    assert _forwarded_to_ibz("FRA") == "111"
+    assert _forwarded_to_ibz("MAR") == "354"
+    with pytest.raises(MappingError) as caught:
+        _forwarded_to_ibz("ATG")  # Antigua and Barbuda: no NIS code in the list
+    assert caught.value.code == "mapping.unmapped-code"
+    assert "ATG" in caught.value.detail

@@ -1,6 +1,8 @@
-"""Routing configuration and the competent region. The competent region comes from where the worker will work, as ``[cases.opened_by]`` says:
-the establishment unit first, then the first Belgian place of work; no Belgian workplace, or a
-postcode not in use, is a clear refusal that seals nothing."""
+"""Routing configuration and the competent region.
+
+The competent region comes from where the worker will work, as ``[cases.opened_by]`` says: the
+establishment unit first, then the first Belgian place of work; no Belgian workplace, or a
+postcode not in use, is a clear refusal that seals nothing. parties.toml is checked at load."""
 
 from __future__ import annotations
 
