@@ -27,13 +27,20 @@ from gateway import domain, evidence
 from gateway.config import PartyRegistry
 from gateway.errors import (
     AuthorisationError,
+    DomainCheckError,
     DuplicateMessageError,
     InboundError,
     RoutingError,
     UnsupportedMediaTypeError,
 )
 from gateway.evidence import HubSigner, Receipt
-from gateway.mapping import CANONICAL_NS, CompiledMapping, MappingSet, PartyFormat
+from gateway.mapping import (
+    CANONICAL_NS,
+    CANONICAL_SCHEMA,
+    CompiledMapping,
+    MappingSet,
+    PartyFormat,
+)
 from gateway.store import MessageRow, UnitOfWork
 from gateway.xml import ParserLimits, SoapVersion, parse_xml, soap_content_type, soap_payload
 
@@ -193,7 +200,11 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
         },
     )
     schema_file = mappings.catalog["canonical"].validate(canonical)
-    domain.check_canonical(canonical)
+    try:
+        domain.check_canonical(canonical)
+    except DomainCheckError as exc:
+        exc.path, exc.schema_id = _sender_place(exc.path, mapping, mappings.party(inbound.sender))
+        raise
     # The envelope is the first child of a valid canonical message: read it in one pass, with
     # its whitespace collapsed as XSD tokens are compared (" SP-1 " is case "SP-1"), and write
     # it back, so that every receiver and the evidence see the same values.
@@ -250,6 +261,27 @@ def _region_of_workplace(
             f"no party handles the {region} region yet", code="routing.no-region", path=where
         )
     return party.id
+
+
+_CANONICAL_ROOT = "/c:message/"
+
+
+def _sender_place(
+    canonical_path: str | None, mapping: CompiledMapping, party: PartyFormat
+) -> tuple[str | None, str]:
+    """Where a fault found in the canonical message sits in the sender's own body: the path in
+    its XML form (a JSON Pointer for a JSON party), with its schema id; the canonical path, with
+    the canonical schema id, when no one-to-one rule says where the field came from."""
+    relative = (canonical_path or "").removeprefix(_CANONICAL_ROOT)
+    source = mapping.fields.get(relative)
+    if canonical_path is None or source is None:
+        return canonical_path, CANONICAL_SCHEMA
+    root = etree.QName(mapping.source_root)
+    prefix = next((p for p, ns in party.namespaces.items() if ns == root.namespace), None)
+    xml_path = f"/{prefix + ':' if prefix else ''}{root.localname}/{source}"
+    if party.binding is not None:
+        return party.binding.pointer(xml_path), party.schema.schema_id
+    return xml_path, party.schema.schema_id
 
 
 def route(

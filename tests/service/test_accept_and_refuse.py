@@ -229,15 +229,30 @@ REFUSALS = [
         "json.unknown-member",
         "/application/applicant/favouriteColour",
     ),
-    ("bad INSZ check digit", _invalid_insz, JSON, 422, "domain.insz-check-digit", "insz"),
-    ("bad KBO check digit", _bad_kbo, JSON, 422, "domain.kbo-check-digit", "enterpriseNumber"),
+    # Domain faults are found in the canonical message and named where the sender wrote them.
+    (
+        "bad INSZ check digit",
+        _invalid_insz,
+        JSON,
+        422,
+        "domain.insz-check-digit",
+        "/application/applicant/nationalRegisterNumber",
+    ),
+    (
+        "bad KBO check digit",
+        _bad_kbo,
+        JSON,
+        422,
+        "domain.kbo-check-digit",
+        "/application/employer/companyNumber",
+    ),
     (
         "dates in the wrong order",
         _contract_end_before_start,
         JSON,
         422,
         "domain.date-order",
-        "contractEnd",
+        "/application/position/endDate",
     ),
     ("type the party may not send", _type_not_allowed, JSON, 403, "authz.type-not-allowed", None),
     (
