@@ -29,6 +29,9 @@ __all__ = ["CaseOpener", "HubConfig", "Party", "PartyRegistry", "Route", "Settin
 from gateway.namespaces import CANONICAL_NS
 
 SYMBOLIC_TARGETS = ("@competent-region", "@case-parties", "@correlated-sender")
+# Route and case-opener XPaths are run once on it at load: an unknown prefix or function, which
+# compiles, fails there rather than on the first message.
+_EMPTY_MESSAGE = etree.Element(f"{{{CANONICAL_NS}}}message")
 
 
 def default_home() -> Path:
@@ -187,7 +190,19 @@ def load_parties(path: Path) -> PartyRegistry:
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc
     routes = tuple(_route(entry, parties, path) for entry in data.get("routes", []))
-    openers = _openers(data.get("cases", {}).get("opened_by", {}), path)
+    cases = data.get("cases", {})
+    stray = sorted(set(cases) - {"opened_by"})
+    if stray:
+        raise ConfigurationError(f"{path}: [cases] has unknown keys {stray}")
+    openers = _openers(cases.get("opened_by", {}), path)
+    sent = {t for p in parties.values() for t in p.sends}
+    to_region = {r.message_type for r in routes if "@competent-region" in r.to}
+    for message_type in openers:
+        if message_type not in sent or message_type not in to_region:
+            raise ConfigurationError(
+                f"{path}: [cases.opened_by] {message_type}: a type that opens a case is one a"
+                " party sends and a route takes to @competent-region"
+            )
     return PartyRegistry(parties, routes, openers, source)
 
 
@@ -211,15 +226,15 @@ def _openers(table: Any, path: Path) -> dict[str, CaseOpener]:
         compiled = []
         for xpath in paths:
             try:
-                compiled.append(
-                    etree.XPath(
-                        f"string({xpath})", namespaces={"c": CANONICAL_NS}, smart_strings=False
-                    )
+                found = etree.XPath(
+                    f"string({xpath})", namespaces={"c": CANONICAL_NS}, smart_strings=False
                 )
-            except etree.XPathSyntaxError as exc:
+                found(_EMPTY_MESSAGE)  # an unknown prefix or function fails here, not at run time
+            except etree.XPathError as exc:
                 raise ConfigurationError(
                     f"{path}: [cases.opened_by] {message_type}: bad XPath {xpath!r}: {exc}"
                 ) from exc
+            compiled.append(found)
         openers[message_type] = CaseOpener(message_type, tuple(paths), tuple(compiled))
     return openers
 
@@ -252,7 +267,8 @@ def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -
     if "when" in entry:
         try:
             when = etree.XPath(f"boolean({entry['when']})", namespaces={"c": CANONICAL_NS})
-        except etree.XPathSyntaxError as exc:
+            when(_EMPTY_MESSAGE)  # an unknown prefix or function fails here, not at run time
+        except etree.XPathError as exc:
             raise ConfigurationError(f"{path}: route {message_type}: bad 'when': {exc}") from exc
     return Route(message_type, to, when)
 

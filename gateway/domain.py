@@ -100,7 +100,7 @@ def _violations(message: etree._Element) -> Iterator[DomainCheckError]:
         yield DomainCheckError(
             f"the envelope says {message_type} but the payload is {etree.QName(payload).localname}",
             code="message.invalid",
-            path="envelope/type",
+            path="/c:message/c:envelope/c:type",
         )
     yield from _short_stay(message)
     for element in _elements(_INSZ, message):

@@ -107,6 +107,12 @@ class UnknownMessageTypeError(InboundError):
     default_code = "message.unknown-type"
 
 
+class MessageTypeMismatchError(InboundError):
+    """The party's type code names another message than the one its body holds."""
+
+    default_code = "message.invalid"
+
+
 class MappingError(InboundError):
     default_code = "mapping.failed"
 

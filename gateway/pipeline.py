@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -29,7 +30,7 @@ from gateway.errors import (
     AuthorisationError,
     DomainCheckError,
     DuplicateMessageError,
-    InboundError,
+    MessageTypeMismatchError,
     RoutingError,
     UnsupportedMediaTypeError,
 )
@@ -167,6 +168,16 @@ def validate(
             exc.path = party.binding.pointer(exc.path)  # type: ignore[attr-defined]
         raise
     message_type = party.message_type(element)
+    mapping = mappings.mappings.get((inbound.sender, "to-canonical", message_type))
+    payload_root = mapping.source_root if mapping is not None else element.tag
+    if element.tag != payload_root:  # (no mapping: a type it may not send, authorise() says)
+        raise MessageTypeMismatchError(
+            f"the message's type code says {message_type}, which is a"
+            f" {etree.QName(payload_root).localname}, but the body is a"
+            f" {etree.QName(element).localname}",
+            path=party.type_xpath.path,
+            schema_id=party.schema.schema_id,
+        )
     return ValidatedMessage(inbound, party, element, message_type, schema_file.sha256)
 
 
@@ -180,16 +191,6 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
     validated = authorised.validated
     inbound = validated.inbound
     mapping = mappings.get(inbound.sender, "to-canonical", validated.message_type)
-    if validated.element.tag != mapping.source_root:
-        # The party's type code names one message, its body holds another.
-        party = mappings.party(inbound.sender)
-        raise InboundError(
-            f"the message's type code says {validated.message_type}, which is a"
-            f" {etree.QName(mapping.source_root).localname}, but the body is a"
-            f" {etree.QName(validated.element).localname}",
-            path=party.type_xpath.path,
-            schema_id=party.schema.schema_id,
-        )
     canonical = mapping.apply(
         validated.element,
         {
@@ -250,20 +251,25 @@ def _region_of_workplace(
             + "; ".join(opener.workplace),
             code="routing.no-region",
         )
-    postcode, where = found
+    postcode, canonical_path = found
+    where, schema_id = _sender_place(canonical_path, canonical.mapping, canonical.validated.party)
     try:
         region = mappings.municipalities.region_of(postcode)
     except RoutingError as exc:
-        raise RoutingError(exc.detail, code=exc.code, path=where) from exc
+        raise RoutingError(exc.detail, code=exc.code, path=where, schema_id=schema_id) from exc
     party = parties.region_party(region)
     if party is None:
         raise RoutingError(
-            f"no party handles the {region} region yet", code="routing.no-region", path=where
+            f"no party handles the {region} region yet",
+            code="routing.no-region",
+            path=where,
+            schema_id=schema_id,
         )
     return party.id
 
 
 _CANONICAL_ROOT = "/c:message/"
+_PREDICATE = re.compile(r"\[[^\]]*\]")
 
 
 def _sender_place(
@@ -272,7 +278,8 @@ def _sender_place(
     """Where a fault found in the canonical message sits in the sender's own body: the path in
     its XML form (a JSON Pointer for a JSON party), with its schema id; the canonical path, with
     the canonical schema id, when no one-to-one rule says where the field came from."""
-    relative = (canonical_path or "").removeprefix(_CANONICAL_ROOT)
+    # The field, whatever the element's position or the predicate that selected it.
+    relative = _PREDICATE.sub("", (canonical_path or "").removeprefix(_CANONICAL_ROOT))
     source = mapping.fields.get(relative)
     if canonical_path is None or source is None:
         return canonical_path, CANONICAL_SCHEMA

@@ -75,7 +75,8 @@ def test_a_belgian_postcode_not_in_use_is_refused_with_its_place(quiet_hub: Runn
     assert status == 422
     assert problem["code"] == "routing.no-region"
     assert "1999" in problem["detail"]
-    assert "establishmentUnit" in problem["path"]
+    assert problem["path"] == "/application/employer/workplace/address/postalCode"
+    assert problem["schemaId"] == "be-platform"
 
 
 def _parties_with(tmp_path: Path, cases: str) -> Path:
@@ -93,6 +94,10 @@ def _parties_with(tmp_path: Path, cases: str) -> Path:
         ('[cases]\nopened_by = ["application.submitted"]\n', "must map each message type"),
         ('[cases.opened_by]\n"application.submitted" = []\n', "non-empty list of XPaths"),
         ('[cases.opened_by]\n"application.submitted" = ["c:a[["]\n', "bad XPath"),
+        ('[cases.opened_by]\n"application.submitted" = ["pc:unit/pc:postcode"]\n', "bad XPath"),
+        ('[cases.opened_by]\n"application.submited" = ["c:a"]\n', "a type that opens a case"),
+        ('[cases.opened_by]\n"admissibility.decided" = ["c:a"]\n', "a type that opens a case"),
+        ("[cases]\nopened_by = {}\nclosed_by = []\n", r"\[cases\] has unknown keys"),
     ],
 )
 def test_case_openers_are_checked_at_load(tmp_path: Path, cases: str, message: str) -> None:
@@ -106,6 +111,8 @@ def test_case_openers_are_checked_at_load(tmp_path: Path, cases: str, message: s
         ('\n[[routes]]\ntype = "problem"\nto = ["@correlated-sender"]\nnames = "x"\n',
          r"route problem: unknown keys \['names'\]"),
         ('\n[timeouts]\nx = 1\n', r"unknown tables \['timeouts'\]"),
+        ('\n[[routes]]\ntype = "problem"\nto = ["@correlated-sender"]\nwhen = "x:y = 1"\n',
+         "bad 'when'"),
     ],
 )  # fmt: skip
 def test_a_stray_key_in_parties_toml_is_refused(tmp_path: Path, append: str, message: str) -> None:
