@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from gateway.errors import ConfigurationError, RoutingError
@@ -40,6 +40,23 @@ _COLUMNS = [
 ]
 
 
+def _csv_rows(text: str, origin: str, columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """The rows of a code list CSV with their line numbers in the file; ``#`` lines are comments,
+    the first other line is the header, which must be ``columns``."""
+    data = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line and not line.startswith("#")
+    ]
+    if not data or next(csv.reader([data[0][1]])) != columns:
+        raise ConfigurationError(f"{origin}: the columns must be {', '.join(columns)}")
+    for number, line in data[1:]:
+        fields = next(csv.reader([line]))
+        if len(fields) != len(columns):
+            raise ConfigurationError(f"{origin}: line {number} has {len(fields)} fields")
+        yield number, fields
+
+
 @dataclass(frozen=True)
 class Municipality:
     postcode: str
@@ -60,23 +77,16 @@ class Municipalities:
 
     @classmethod
     def parse(cls, text: str, origin: str) -> Municipalities:
-        lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-        reader = csv.reader(lines)
-        header = next(reader, None)
-        if header != _COLUMNS:
-            raise ConfigurationError(f"{origin}: the columns must be {', '.join(_COLUMNS)}")
         rows: list[Municipality] = []
         regions: dict[str, str] = {}
-        for number, fields in enumerate(reader, start=2):
-            if len(fields) != len(_COLUMNS):
-                raise ConfigurationError(f"{origin}: row {number} has {len(fields)} fields")
+        for number, fields in _csv_rows(text, origin, _COLUMNS):
             row = Municipality(*fields)
             if not (len(row.postcode) == 4 and row.postcode.isdigit()):
-                raise ConfigurationError(f"{origin}: row {number}: postcode {row.postcode!r}")
+                raise ConfigurationError(f"{origin}: line {number}: postcode {row.postcode!r}")
             if not (len(row.nis_code) == 5 and row.nis_code.isdigit()):
-                raise ConfigurationError(f"{origin}: row {number}: NIS code {row.nis_code!r}")
+                raise ConfigurationError(f"{origin}: line {number}: NIS code {row.nis_code!r}")
             if row.region not in REGIONS:
-                raise ConfigurationError(f"{origin}: row {number}: region {row.region!r}")
+                raise ConfigurationError(f"{origin}: line {number}: region {row.region!r}")
             if regions.setdefault(row.postcode, row.region) != row.region:
                 raise ConfigurationError(
                     f"{origin}: postcode {row.postcode} lies in two regions; the competent region"
@@ -134,6 +144,9 @@ class CanonicalLists:
             raise ConfigurationError(f"{origin}: needs a version")
         lists: dict[str, CodeList] = {}
         for name, table in data.items():
+            stray = sorted(set(table) - {"type", "values"}) if isinstance(table, dict) else []
+            if stray:
+                raise ConfigurationError(f"{origin}: [{name}] has unknown keys {stray}")
             values = table.get("values") if isinstance(table, dict) else None
             if not isinstance(values, dict) or not values:
                 raise ConfigurationError(f"{origin}: [{name}] needs values")
@@ -145,8 +158,10 @@ class CanonicalLists:
                     )
                 labels[str(code)] = {str(k): str(v) for k, v in by_language.items()}
             lists[name] = CodeList(name, table.get("type"), labels)
-        if "languages" not in lists:
-            raise ConfigurationError(f"{origin}: needs the [languages] list")
+        if "languages" not in lists or set(lists["languages"].values) != set(LANGUAGES):
+            raise ConfigurationError(
+                f"{origin}: needs the [languages] list, with {', '.join(LANGUAGES)}"
+            )
         return cls(version, lists)
 
     def check(self, enumerations: Mapping[str, list[str] | None], origin: str) -> None:
@@ -190,24 +205,18 @@ class Countries:
 
     @classmethod
     def parse(cls, text: str, origin: str) -> Countries:
-        lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-        reader = csv.reader(lines)
-        if next(reader, None) != _COUNTRY_COLUMNS:
-            raise ConfigurationError(f"{origin}: the columns must be {', '.join(_COUNTRY_COLUMNS)}")
         rows = []
         seen: dict[str, set[str]] = {"iso3": set(), "nis": set()}
-        for number, fields in enumerate(reader, start=2):
-            if len(fields) != len(_COUNTRY_COLUMNS):
-                raise ConfigurationError(f"{origin}: row {number} has {len(fields)} fields")
+        for number, fields in _csv_rows(text, origin, _COUNTRY_COLUMNS):
             row = dict(zip(_COUNTRY_COLUMNS, fields, strict=True))
             if not (len(row["iso3"]) == 3 and row["iso3"].isalpha() and row["iso3"].isupper()):
-                raise ConfigurationError(f"{origin}: row {number}: ISO code {row['iso3']!r}")
+                raise ConfigurationError(f"{origin}: line {number}: ISO code {row['iso3']!r}")
             if not (len(row["nis"]) == 3 and row["nis"].isdigit()):
-                raise ConfigurationError(f"{origin}: row {number}: NIS code {row['nis']!r}")
+                raise ConfigurationError(f"{origin}: line {number}: NIS code {row['nis']!r}")
             for column, values in seen.items():
                 if row[column] in values:
                     raise ConfigurationError(
-                        f"{origin}: row {number}: {column} {row[column]} appears twice"
+                        f"{origin}: line {number}: {column} {row[column]} appears twice"
                     )
                 values.add(row[column])
             rows.append(row)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from gateway.errors import ConfigurationError
 __all__ = ["CaseOpener", "HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
 
 from gateway.namespaces import CANONICAL_NS
+from gateway.xml import SoapVersion
 
 SYMBOLIC_TARGETS = ("@competent-region", "@case-parties", "@correlated-sender")
 # Route and case-opener XPaths are run once on it at load: an unknown prefix or function, which
@@ -90,6 +91,14 @@ class Party:
     wsdl: str | None = None  # the back office's WSDL (SOAP parties), under schemas/<party>/
     hub_wsdl: str | None = None  # the hub's endpoint as this party sees it (SOAP parties)
 
+    @property
+    def soap_version(self) -> SoapVersion | None:
+        """The SOAP version this party speaks (None: not a SOAP party)."""
+        return _SOAP_VERSIONS.get(self.protocol)
+
+
+_SOAP_VERSIONS: dict[str, SoapVersion] = {"soap11": "1.1", "soap12": "1.2"}
+
 
 @dataclass(frozen=True)
 class Route:
@@ -128,11 +137,6 @@ class PartyRegistry:
     routes: tuple[Route, ...]
     openers: Mapping[str, CaseOpener] = field(default_factory=dict)
     source: bytes = field(default=b"", repr=False, compare=False)  # parties.toml as read
-
-    @property
-    def case_openers(self) -> frozenset[str]:
-        """The message types that open a case (``[cases.opened_by]``)."""
-        return frozenset(self.openers)
 
     def __getitem__(self, party_id: str) -> Party:
         return self.parties[party_id]
@@ -239,12 +243,7 @@ def _openers(table: Any, path: Path) -> dict[str, CaseOpener]:
     return openers
 
 
-_PARTY_KEYS = frozenset(
-    {
-        "names", "role", "protocol", "endpoint", "enterprise_number", "sends", "receives",
-        "region", "wsdl", "hub_wsdl",
-    }
-)  # fmt: skip
+_PARTY_KEYS = frozenset(f.name for f in fields(Party)) - {"id"}
 
 
 def _route(entry: Mapping[str, Any], parties: Mapping[str, Party], path: Path) -> Route:

@@ -22,13 +22,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from lxml import etree
 
 from gateway.audit import VerifyReport, verify_log
-from gateway.mapping import MappingSet
-from gateway.testing import RunningHub, running_hub, wait_until
+
+if TYPE_CHECKING:  # the hub and its sandbox are loaded when a demo runs, not to list scenarios
+    from gateway.mapping import MappingSet
+    from gateway.testing import RunningHub
 
 __all__ = ["CASE_TYPES", "SCENARIOS", "DemoResult", "Scenario", "run_demo"]
 
@@ -90,9 +92,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "withdrawal",
-            "the employer withdraws an application it has just filed",
+            "the employer withdraws an application it has just filed; the region, which had"
+            " already answered it, tells where the case stands",
             "application.submitted",
-            (*CASE_TYPES, "application.withdrawn"),
+            (*CASE_TYPES, "application.withdrawn", "status.updated"),
             ("c:applicationSubmitted/c:employer/c:establishmentUnit/c:address", "5000", "Namur"),
             follow_up="application.withdrawn",
         ),
@@ -156,6 +159,8 @@ def run_demo(
     chosen = [SCENARIOS[name] for name in scenarios]
     with tempfile.TemporaryDirectory(prefix="guichet-demo-") as scratch:
         directory = data_dir or Path(scratch)
+        from gateway.testing import running_hub
+
         with running_hub(directory) as running:
             return _play(running, chosen, out, timeout)
 
@@ -201,7 +206,7 @@ def _play(
     running: RunningHub, scenarios: list[Scenario], out: TextIO, timeout: float
 ) -> DemoResult:
     hub = running.hub
-    mappings = MappingSet.load(hub.config.home, hub.mappings.catalog)
+    mappings = hub.mappings
     out.write(f"Guichet demo — hub at {running.url}, data in {hub.config.data_dir}\n")
     for party, url in running.sandbox.endpoints.items():
         out.write(f"  back office {party:<12} {hub.parties[party].protocol:<7} {url}\n")
@@ -225,6 +230,8 @@ def _play(
         if Counter(r.type for r in rows) != Counter(case.scenario.expect):
             return False
         return all(d.state == "delivered" for r in rows for d in hub.store.deliveries(r.id))
+
+    from gateway.testing import wait_until
 
     wait_until(lambda: all(complete(c) for c in cases if not c.refused), timeout)
     elapsed = time.monotonic() - started
@@ -256,9 +263,9 @@ def _play(
 
 
 def _format(protocol: str, content_type: str) -> str:
-    if protocol in ("soap11", "soap12"):
-        return "SOAP 1.1" if protocol == "soap11" else "SOAP 1.2"
-    return content_type.split(";", maxsplit=1)[0]
+    """How a message travelled: its SOAP version, or its REST media type."""
+    version = {"soap11": "1.1", "soap12": "1.2"}.get(protocol)
+    return f"SOAP {version}" if version else content_type.split(";", maxsplit=1)[0]
 
 
 def _timeline(running: RunningHub, case: CaseResult, out: TextIO) -> None:

@@ -1,5 +1,7 @@
-"""Domain checks on canonical messages: identifiers and dates (the competent region is a code
-list: gateway/codelists.py).
+"""Domain checks on canonical messages: the envelope's type names its payload, identifiers
+(INSZ/BIS, KBO, establishment unit) and the birth date a national number encodes, dates in order,
+and the procedure's own limits (a short stay is at most 90 days). The competent region is a code
+list: gateway/codelists.py.
 
 Pure functions over the canonical XML; no IO. See DOMAIN.md for the rules.
 """

@@ -43,7 +43,7 @@ from gateway.mapping import (
     PartyFormat,
 )
 from gateway.store import MessageRow, UnitOfWork
-from gateway.xml import ParserLimits, SoapVersion, parse_xml, soap_content_type, soap_payload
+from gateway.xml import ParserLimits, parse_xml, soap_content_type, soap_payload
 
 __all__ = [
     "AuthorisedMessage",
@@ -314,7 +314,7 @@ def route(
                 code="routing.unknown-correlation",
                 path="envelope/correlationId",
             )
-    if canonical.message_type in parties.case_openers:
+    if canonical.message_type in parties.openers:
         region: str | None = _region_of_workplace(canonical, parties, mappings)
         case_parties: list[str] = []
     else:
@@ -341,12 +341,12 @@ def route(
                 found = [target]
             receivers.extend(t for t in found if t != sender and t not in receivers)
     if canonical.destination and canonical.destination not in receivers:
-        expected = region if canonical.message_type in parties.case_openers else receivers
+        expected = region if canonical.message_type in parties.openers else receivers
         raise RoutingError(
             f"{canonical.destination} does not receive this message here; {expected} does",
             code="routing.destination-mismatch",
             path="envelope/destination",
-            extra={"competent": region} if canonical.message_type in parties.case_openers else {},
+            extra={"competent": region} if canonical.message_type in parties.openers else {},
         )
     if not receivers:
         raise RoutingError(f"no party receives {canonical.message_type} here")
@@ -370,11 +370,8 @@ def _map_out(
         },
     )
     schema_file = party.schema.validate(element)
-    protocol = parties[receiver].protocol
-    soap_version: dict[str, SoapVersion] = {"soap11": "1.1", "soap12": "1.2"}
-    content_type = (
-        soap_content_type(soap_version[protocol]) if protocol in soap_version else party.media_type
-    )
+    version = parties[receiver].soap_version
+    content_type = soap_content_type(version) if version else party.media_type
     return Outgoing(
         receiver,
         party.write(element),

@@ -1,7 +1,8 @@
 """A SOAP 1.2 party for the tests, in a copy of the repository's data.
 
-The repository has no SOAP 1.2 party yet (the German-speaking Community's back office is to come):
-``soap12_home`` copies schemas/, mappings/, examples/ and parties.toml and adds one there,
+The repository's SOAP 1.2 party is be-dgo-min; the tests of the SOAP 1.2 binding use one of their
+own, whose format is the Immigration Office's, so that the same payload can be compared over both
+versions: ``soap12_home`` copies schemas/, mappings/, examples/ and parties.toml and adds one there,
 ``be-test-soap12``: the Immigration Office's format and mappings (a copy of be-fed-ibz) over SOAP
 1.2, with the WSDLs of ``tests/fixtures/soap12``. It receives work-authorisation decisions (its
 back office answers each with an ``Empfangsbestaetigung``) and sends residence decisions (which

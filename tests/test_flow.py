@@ -241,7 +241,7 @@ def test_the_demo_refuses_an_unknown_scenario() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "no scenario first-mars" in result.stderr
+    assert "invalid choice: 'first-mars'" in result.stderr
 
 
 def _soap(live: RunningHub, payload: bytes) -> bytes:

@@ -29,7 +29,7 @@ def test_every_canonical_list_is_its_schema_enumeration() -> None:
     for xsd_type, code_list in governed.items():
         assert list(code_list.values) == enumerations[xsd_type]
         for code in code_list.values:
-            assert {code_list.label(code, lang) for lang in LANGUAGES}, code
+            assert all(code_list.label(code, lang).strip() for lang in LANGUAGES), code
 
 
 def test_a_list_that_drifts_from_the_schema_stops_the_load() -> None:
@@ -49,6 +49,7 @@ def test_a_list_that_drifts_from_the_schema_stops_the_load() -> None:
         (LISTS.replace('version = "2026.11"', ""), "needs a version"),
         (LISTS.replace(', de = "Blaue Karte EU"', ""), "euBlueCard: a label in each of"),
         (LISTS[: LISTS.index("[languages]")], r"needs the \[languages\] list"),
+        (LISTS.replace('type = "Category"', 'typ = "Category"'), r"unknown keys \['typ'\]"),
         (LISTS + "\n[empty]\ntype = 'Sex'\n", r"\[empty\] needs values"),
     ],
 )
@@ -78,7 +79,8 @@ def test_countries_map_nis_codes_to_iso() -> None:
         (COUNTRIES + "BEL,129,Netherlands,Pays-Bas,Nederland\n", "iso3 BEL appears twice"),
         (COUNTRIES + "nld,129,Netherlands,Pays-Bas,Nederland\n", "ISO code 'nld'"),
         (COUNTRIES + "NLD,12,Netherlands,Pays-Bas,Nederland\n", "NIS code '12'"),
-        (COUNTRIES + "NLD,129,Netherlands\n", "row 4 has 3 fields"),
+        (COUNTRIES + "NLD,129,Netherlands\n", "line 4 has 3 fields"),
+        ("# a comment\n" + COUNTRIES + "NLD,129,Netherlands\n", "line 5 has 3 fields"),
     ],
 )
 def test_a_malformed_country_list_is_refused(text: str, message: str) -> None:
