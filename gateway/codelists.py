@@ -211,10 +211,10 @@ class Countries:
             row = dict(zip(_COUNTRY_COLUMNS, fields, strict=True))
             if not (len(row["iso3"]) == 3 and row["iso3"].isalpha() and row["iso3"].isupper()):
                 raise ConfigurationError(f"{origin}: line {number}: ISO code {row['iso3']!r}")
-            if not (len(row["nis"]) == 3 and row["nis"].isdigit()):
+            if row["nis"] and not (len(row["nis"]) == 3 and row["nis"].isdigit()):
                 raise ConfigurationError(f"{origin}: line {number}: NIS code {row['nis']!r}")
             for column, values in seen.items():
-                if row[column] in values:
+                if row[column] and row[column] in values:
                     raise ConfigurationError(
                         f"{origin}: line {number}: {column} {row[column]} appears twice"
                     )
@@ -226,4 +226,9 @@ class Countries:
         """A party's country codes (``column``) → canonical ISO alpha-3."""
         if column not in ("nis", "iso3"):
             raise ConfigurationError(f"countries.csv has no code column {column!r}")
-        return {row[column]: row["iso3"] for row in self.rows}
+        return {row[column]: row["iso3"] for row in self.rows if row[column]}
+
+    @property
+    def iso_codes(self) -> frozenset[str]:
+        """Every ISO 3166-1 alpha-3 code the list holds: the canonical model's countries."""
+        return frozenset(row["iso3"] for row in self.rows)

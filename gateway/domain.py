@@ -20,6 +20,7 @@ from gateway.namespaces import CANONICAL_NS
 
 __all__ = [
     "check_canonical",
+    "check_countries",
     "is_valid_establishment_unit",
     "is_valid_insz",
     "payload_element",
@@ -180,3 +181,19 @@ def check_canonical(message: etree._Element) -> None:
     """Raise the first domain violation of a canonical message (schema-valid already)."""
     for violation in _violations(message):
         raise violation
+
+
+_COUNTRIES = etree.XPath("//c:nationality | //c:issuingCountry | //c:country", namespaces=_NS)
+
+
+def check_countries(message: etree._Element, known: frozenset[str]) -> None:
+    """Every country of a canonical message is an ISO 3166-1 alpha-3 code of the country list
+    (the schema only checks three capital letters)."""
+    for element in _elements(_COUNTRIES, message):
+        code = (element.text or "").strip()
+        if code not in known:
+            raise DomainCheckError(
+                f"{code!r} is not an ISO 3166-1 alpha-3 country code",
+                code="domain.invalid",
+                path=_path(element),
+            )

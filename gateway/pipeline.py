@@ -203,6 +203,8 @@ def to_canonical(authorised: AuthorisedMessage, mappings: MappingSet) -> Canonic
     schema_file = mappings.catalog["canonical"].validate(canonical)
     try:
         domain.check_canonical(canonical)
+        if mappings.countries is not None:
+            domain.check_countries(canonical, mappings.countries.iso_codes)
     except DomainCheckError as exc:
         exc.path, exc.schema_id = _sender_place(exc.path, mapping, mappings.party(inbound.sender))
         raise

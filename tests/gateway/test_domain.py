@@ -175,3 +175,21 @@ def test_a_short_stay_lasts_at_most_90_days(days: str | None, ok: bool) -> None:
         with pytest.raises(DomainCheckError, match="short") as caught:
             check_canonical(message)
         assert caught.value.code == "domain.invalid"
+
+
+def test_a_country_code_outside_iso_3166_is_refused() -> None:
+    from gateway.codelists import Countries
+    from gateway.domain import check_countries
+
+    table = TABLE_PATH.with_name("countries.csv")
+    known = Countries.parse(table.read_text(), str(table)).iso_codes
+    assert len(known) == 249  # every ISO 3166-1 country
+    message = _canonical("workPermit.submitted.xml")
+    check_countries(message, known)
+    nationality = message.find(f".//{{{CANONICAL_NS}}}nationality")
+    assert nationality is not None
+    nationality.text = "XYZ"  # three capitals: the schema lets it through
+    with pytest.raises(DomainCheckError, match="'XYZ' is not an ISO 3166-1") as caught:
+        check_countries(message, known)
+    assert caught.value.code == "domain.invalid"
+    assert caught.value.path is not None and caught.value.path.endswith("nationality")
