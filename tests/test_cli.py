@@ -59,15 +59,29 @@ def test_certs_init_writes_a_pki_and_refuses_to_overwrite_it(tmp_path: Path) -> 
     assert "exists" in again.stderr.lower()
 
 
-def test_mappings_check_passes_on_the_repository() -> None:
+def test_mappings_check_passes_and_shows_full_coverage() -> None:
+    """Every mapping checks, and the coverage table gives each party exactly what parties.toml
+    says it sends (S) and receives (R), for all 23 types of the catalogue."""
     result = guichet("mappings", "check")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("ok ") >= 17
-    table = result.stdout.split("coverage:", 1)[1].splitlines()
-    row = next(line.split() for line in table if line.startswith("application.submitted "))
-    parties = table[1].split()
-    assert dict(zip(parties, row[1:], strict=True))["be-platform"] == "S"
-    assert dict(zip(parties, row[1:], strict=True))["be-vlg-wse"] == "R"
+    mapping_files = [
+        p for p in (HOME / "mappings").glob("*/*-canonical/*.toml") if not p.name.startswith("_")
+    ]
+    assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") == len(mapping_files)
+    assert "FAIL" not in result.stdout
+    table = result.stdout.split("coverage:", 1)[1].splitlines()[1:]
+    columns = table[0].split()
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:] if line.strip()}
+    assert len(rows) == 23
+    parties = load_parties(HOME / "parties.toml")
+    assert sorted(columns) == sorted(parties.parties)
+    for message_type, marks in rows.items():
+        for party_id, mark in zip(columns, marks, strict=True):
+            party = parties[party_id]
+            expected = ("S" if message_type in party.sends else "") + (
+                "R" if message_type in party.receives else ""
+            )
+            assert mark == (expected or "-"), (message_type, party_id)
 
 
 def test_sandbox_command_serves_the_back_offices(tmp_path: Path) -> None:
