@@ -293,6 +293,11 @@ def _sender_place(
     return xml_path, party.schema.schema_id
 
 
+def _envelope_place(canonical: CanonicalMessage, field: str) -> tuple[str | None, str]:
+    """Where the sender wrote an envelope field: its path and schema id."""
+    return _sender_place(f"c:envelope/c:{field}", canonical.mapping, canonical.validated.party)
+
+
 def route(
     canonical: CanonicalMessage,
     parties: PartyRegistry,
@@ -311,10 +316,12 @@ def route(
     if canonical.correlation_id:
         answered = cases.sender_of(canonical.correlation_id)
         if answered is None:
+            where, schema_id = _envelope_place(canonical, "correlationId")
             raise RoutingError(
                 f"correlationId {canonical.correlation_id} names no message known to the hub",
                 code="routing.unknown-correlation",
-                path="envelope/correlationId",
+                path=where,
+                schema_id=schema_id,
             )
     if canonical.message_type in parties.openers:
         region: str | None = _region_of_workplace(canonical, parties, mappings)
@@ -344,10 +351,12 @@ def route(
             receivers.extend(t for t in found if t != sender and t not in receivers)
     if canonical.destination and canonical.destination not in receivers:
         expected = region if canonical.message_type in parties.openers else receivers
+        where, schema_id = _envelope_place(canonical, "destination")
         raise RoutingError(
             f"{canonical.destination} does not receive this message here; {expected} does",
             code="routing.destination-mismatch",
-            path="envelope/destination",
+            path=where,
+            schema_id=schema_id,
             extra={"competent": region} if canonical.message_type in parties.openers else {},
         )
     if not receivers:
@@ -467,9 +476,11 @@ def seal(
             if existing.body_sha256 == body_sha and existing.sender == inbound.sender:
                 original = Receipt.from_json(json.loads(existing.receipt))
                 return dataclasses.replace(original, status="duplicate")
+            where, schema_id = _envelope_place(canonical, "id")
             raise DuplicateMessageError(
                 f"message id {canonical.message_id} was already used with other content",
-                path="envelope/id",
+                path=where,
+                schema_id=schema_id,
             )
         for sha, content in payloads.items():
             unit.put_payload(sha, content)
