@@ -120,6 +120,7 @@ def test_same_id_other_bytes_is_a_conflict(quiet_hub: RunningHub) -> None:
     conflict = post(quiet_hub, "be-platform", json.dumps(body).encode())
     assert conflict.status_code == 409
     assert conflict.json()["code"] == "message.duplicate-id"
+    assert conflict.json()["path"] == "/header/messageId"  # where the portal wrote the id
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
