@@ -15,8 +15,10 @@ translated once, where they enter, with ``raise … from exc``::
     │   ├── DomainCheckError              domain.*      (INSZ/BIS, KBO, dates)
     │   ├── AuthorisationError            authz.*
     │   ├── RoutingError                  routing.*
-    │   └── DuplicateMessageError         message.duplicate-id
-    ├── NotFoundError                     message.not-found
+    │   ├── DuplicateMessageError         message.duplicate-id
+    │   └── LogQueryError                 log.invalid-parameter, log.out-of-range (names it)
+    ├── NotFoundError                     message.not-found, log.no-checkpoint, log.leaf-not-found
+    ├── InvalidProofError                 log.invalid-proof  (a Merkle proof does not verify)
     ├── ConfigurationError                config.*      (bad parties, schemas or mappings at load)
     ├── StoreError                        store.*       (the store is unavailable: 503)
     └── DeliveryError                     delivery.*    (an adapter could not deliver)
@@ -40,6 +42,8 @@ __all__ = [
     "DuplicateMessageError",
     "GatewayError",
     "InboundError",
+    "InvalidProofError",
+    "LogQueryError",
     "MappingError",
     "NotFoundError",
     "ParseError",
@@ -133,8 +137,25 @@ class DuplicateMessageError(InboundError):
     default_code = "message.duplicate-id"
 
 
+class LogQueryError(InboundError):
+    """A query of the evidence log (``/v1/log/...``) with a malformed or impossible parameter;
+    the problem names the parameter (``parameter``)."""
+
+    default_code = "log.invalid-parameter"
+
+    def __init__(self, detail: str, *, parameter: str, code: str | None = None) -> None:
+        super().__init__(detail, code=code, extra={"parameter": parameter})
+        self.parameter = parameter
+
+
 class NotFoundError(GatewayError):
     default_code = "message.not-found"
+
+
+class InvalidProofError(GatewayError):
+    """An inclusion or consistency proof that does not verify (``gateway.proofs``)."""
+
+    default_code = "log.invalid-proof"
 
 
 class ConfigurationError(GatewayError):
@@ -212,6 +233,11 @@ PROBLEMS: dict[str, Problem] = {
     "routing.unknown-case": Problem(422, "Unknown case", "Client"),
     "routing.unknown-correlation": Problem(422, "Answers no known message", "Client"),
     "routing.no-region": Problem(422, "No competent region for this address", "Client"),
+    "log.invalid-parameter": Problem(400, "Malformed or missing log query parameter", "Client"),
+    "log.out-of-range": Problem(422, "Log query parameter outside the log", "Client"),
+    "log.no-checkpoint": Problem(404, "No signed checkpoint (of that size)", "Client"),
+    "log.leaf-not-found": Problem(404, "No such leaf in the log", "Client"),
+    "log.invalid-proof": Problem(422, "The Merkle proof does not verify", "Client"),
     "config.invalid": Problem(500, "Configuration error", "Server"),
     "store.unavailable": Problem(503, "Store unavailable", "Server"),
     "store.not-found": Problem(404, "No such store", "Server"),

@@ -42,6 +42,7 @@ from gateway.evidence import Receipt
 from gateway.hub import Hub, new_trace_id
 from gateway.namespaces import HUB_NS
 from gateway.outbox import iso, utc_now
+from gateway.service import log as log_api
 from gateway.service.tls import client_certificate
 from gateway.store import UnitOfWork
 from gateway.xml import (
@@ -435,5 +436,8 @@ def create_app(hub: Hub) -> FastAPI:
             raise AuthenticationError("metrics are for the operator", code="authz.role-required")
         hub.metrics.outbox_depth.set(hub.store.outbox_depth())
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # The evidence log, for the auditor role (gateway/service/log.py checks the role).
+    app.include_router(log_api.router(hub, lambda request: _identity(request, hub)))
 
     return app

@@ -424,3 +424,39 @@ class SqliteStore:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
+
+    # -- evidence log reads for proofs (the auditor's API) ----------------------------------------
+    def leaf_count(self) -> int:
+        row = self._reader().execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM evidence")
+        return int(row.fetchone()[0])
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        rows = self._reader().execute(
+            "SELECT leaf_hash FROM evidence WHERE leaf_index >= ? AND leaf_index < ?"
+            " ORDER BY leaf_index",
+            (start, end),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def leaf(self, index: int) -> LeafRow | None:
+        found = _leaves(self._reader(), index, index + 1)
+        return found[0] if found else None
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        return self._one_checkpoint(
+            "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints"
+            " ORDER BY tree_size DESC LIMIT 1",
+            (),
+        )
+
+    def checkpoint(self, tree_size: int) -> dict[str, Any] | None:
+        return self._one_checkpoint(
+            "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints"
+            " WHERE tree_size = ?",
+            (tree_size,),
+        )
+
+    def _one_checkpoint(self, query: str, args: tuple[int, ...]) -> dict[str, Any] | None:
+        row = self._reader().execute(query, args).fetchone()
+        keys = ("tree_size", "root_hash", "time", "key_id", "signature")
+        return dict(zip(keys, row, strict=True)) if row else None
