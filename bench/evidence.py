@@ -1,10 +1,12 @@
-"""Evidence log throughput: sealing, verification (and proofs, once the log serves them).
+"""Evidence log throughput: sealing, proofs, verification.
 
 Seals N records (default 100 000) into a fresh SQLite store the way the hub does — each record
 its own unit of work (RFC 8785 bytes, leaf hash, ECDSA P-256 signature over the receipt
 statement, one row), submitted by 8 threads at once so that the store's writer batches them into
-shared commits — then verifies the whole log from its rows and the hub's certificate
-(gateway.audit.verify_log: every leaf hash and signature, every checkpoint root).
+shared commits — then builds the Merkle tree the log API serves proofs from and times inclusion
+and consistency proofs (generation and RFC 9162 verification), and verifies the whole log from its
+rows and the hub's certificate (gateway.audit.verify_log: every leaf hash and signature, every
+checkpoint root).
 
 Last line: ``seal_records_per_s=<n> verify_records_per_s=<m>``.
 """
@@ -17,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway import evidence
+from gateway import evidence, proofs
 from gateway.audit import verify_log
 from gateway.certs import init_dev_pki
 from gateway.evidence import HubSigner, Leaf
@@ -54,6 +56,33 @@ def seal(store: SqliteStore, signer: HubSigner, count: int, threads: int) -> flo
     return count / (time.perf_counter() - started)
 
 
+def prove(leaf_hashes: list[bytes], samples: int) -> None:
+    """Time the tree build, and ``samples`` inclusion and consistency proofs made and checked."""
+    started = time.perf_counter()
+    tree = proofs.MerkleTree(leaf_hashes)
+    built = time.perf_counter() - started
+    size = tree.size
+    root = tree.root()
+    indexes = list(range(0, size, max(1, size // samples)))[:samples]
+    started = time.perf_counter()
+    paths = [tree.inclusion_proof(i) for i in indexes]
+    made = (time.perf_counter() - started) / len(indexes)
+    started = time.perf_counter()
+    for index, path in zip(indexes, paths, strict=True):
+        proofs.verify_inclusion(leaf_hashes[index], index, size, path, root)
+    checked = (time.perf_counter() - started) / len(indexes)
+    started = time.perf_counter()
+    for first in indexes[1:]:
+        path = tree.consistency_proof(first, size)
+        proofs.verify_consistency(first, size, tree.root(first), root, path)
+    consistency = (time.perf_counter() - started) / max(1, len(indexes) - 1)
+    print(
+        f"tree of {size} leaves built in {built * 1000:.0f} ms; inclusion proof made in"
+        f" {made * 1e6:.0f} µs, verified in {checked * 1e6:.0f} µs; consistency proof made and"
+        f" verified in {consistency * 1e6:.0f} µs"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -69,6 +98,7 @@ def main() -> None:
             print(
                 f"sealed {args.records} records: {sealed:,.0f} records/s ({args.threads} threads)"
             )
+            prove(store.leaf_hashes(0, args.records), min(args.records, 2_000))
             started = time.perf_counter()
             leaves = store.leaves()
             report = verify_log(leaves, store.checkpoints(), signer.certificate)
