@@ -255,7 +255,10 @@ class MessageReplay:
             self.differences.append(Difference(step, _shown(recorded), _shown(replayed)))
 
     def line(self) -> str:
-        head = f"leaf {self.leaf_index} message {self.message_id}"
+        head = (
+            f"leaf {self.leaf_index} {self.record.get('type', '?')} from"
+            f" {self.record.get('sender', '?')} message {self.message_id}"
+        )
         if self.verdict == "ok":
             return f"{head}: ok"
         if self.verdict == "not-replayable":
