@@ -195,7 +195,12 @@ class _Pins:
                     f"configuration {leaf_index}",
                     f"names a file outside the home: {path}",
                 )
-            content = self.store.artefact(sha)
+            try:
+                content = self.store.artefact(sha)
+            except Exception as exc:  # noqa: BLE001 - a row that is no longer bytes: tampered
+                return _Unavailable(
+                    "mismatch", f"artefact {path}", f"unreadable ({_code(exc)})", sha, "unreadable"
+                )
             if content is None:
                 missing.append(path)
                 continue
@@ -274,6 +279,11 @@ class MessageReplay:
         )
 
 
+def _code(exc: BaseException) -> str:
+    """A problem code, or the exception's class: never its text (it may quote the content)."""
+    return exc.code if isinstance(exc, GatewayError) else type(exc).__name__
+
+
 def _shown(value: object) -> str:
     return "none" if value is None else str(value)
 
@@ -307,11 +317,9 @@ def _replay_one(
     inbound_ref = record["inbound"]
     try:
         body = store.payload(inbound_ref["sha256"])
-    except GatewayError as exc:  # a store that cannot open what it holds: tampered, or its key
-        result.verdict, result.reason = (
-            "mismatch",
-            f"payload: the store cannot read it ({exc.code})",
-        )
+    except Exception as exc:  # noqa: BLE001 - it cannot open what it holds: tampered, or its key
+        result.verdict = "mismatch"
+        result.reason = f"payload: the store cannot read it ({_code(exc)})"
         return result
     if body is None:
         result.verdict = "not-replayable"
@@ -349,9 +357,8 @@ def _replay_one(
         try:
             out = _map_out(canonical, receiver, pinned.mappings, pinned.parties)
         except (GatewayError, KeyError) as exc:
-            code = exc.code if isinstance(exc, GatewayError) else "config.unknown-party"
             result.verdict = "mismatch"
-            result.reason = result.reason or f"outbound {receiver} fails now ({code})"
+            result.reason = result.reason or f"outbound {receiver} fails now ({_code(exc)})"
             result.differences.append(Difference(f"outbound {receiver}", out_ref["sha256"], "none"))
             continue
         _compare_files(
@@ -400,6 +407,11 @@ class ReplayReport:
     def ok(self) -> bool:
         """No mismatch (a message that can no longer be replayed is said, not failed)."""
         return self.count("mismatch") == 0
+
+    @property
+    def redelivered(self) -> bool:
+        """Every redelivery asked for reached its receiver."""
+        return all(r.outcome == "delivered" for r in self.redeliveries)
 
     def summary(self) -> str:
         return (
@@ -509,8 +521,8 @@ def redeliver(
         return entry
     try:
         body = store.payload(out_ref["sha256"])
-    except GatewayError as exc:
-        body, entry.detail = None, f"the store cannot read the outbound body ({exc.code})"
+    except Exception as exc:  # noqa: BLE001 - said, and nothing is sent
+        body, entry.detail = None, f"the store cannot read the outbound body ({_code(exc)})"
     if body is None or evidence.digest(body) != out_ref["sha256"]:
         entry.detail = entry.detail or "the outbound body is not in the store as recorded"
         return entry
@@ -606,7 +618,8 @@ def main(
     receiver: str | None,
     out: TextIO,
 ) -> int:
-    """``guichet audit replay``: 0 when no message mismatches, 1 otherwise."""
+    """``guichet audit replay``: 0 when no message mismatches and every redelivery asked for
+    was delivered, 1 otherwise."""
     from adapters import ReceiverConfig, load_adapter
     from gateway.certs import DevPki
     from gateway.config import HubConfig, Settings
@@ -622,12 +635,12 @@ def main(
     limits = ParserLimits(
         max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
     )
+    if receiver is not None and receiver not in config.parties:
+        raise ConfigurationError(f"no party {receiver!r} in parties.toml")
     store = SqliteStore(config.database)
     try:
         report = replay(store, limits, first, last)
         if receiver is not None:
-            if receiver not in config.parties:
-                raise ConfigurationError(f"no party {receiver!r} in parties.toml")
             party = config.parties[receiver]
             pki = DevPki.at(config.pki_dir)
             signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
@@ -666,4 +679,4 @@ def main(
     finally:
         store.close()
     report.write(out)
-    return 0 if report.ok else 1
+    return 0 if report.ok and report.redelivered else 1

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -327,3 +328,30 @@ def test_redelivery_to_a_party_that_did_not_receive_it_sends_nothing(case: Case)
     assert result.returncode == 0
     assert "redelivery" not in result.stdout
     assert len(case.live.hub.store.leaves()) == size
+
+
+def test_a_redelivery_that_fails_is_sealed_and_exits_non_zero(case: Case) -> None:
+    message = case.of_type("application.submitted")
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    path = case.home / "parties.toml"
+    original = path.read_bytes()
+    path.write_bytes(
+        original.replace(b"https://127.0.0.1:8442", f"https://127.0.0.1:{closed}".encode())
+    )
+    store = case.live.hub.store
+    size = len(store.leaves())
+    try:
+        index = str(message.leaf_index)
+        result = guichet_replay(
+            case, case.data, "--from", index, "--to", index, "--redeliver", "be-vlg-wse"
+        )
+    finally:
+        path.write_bytes(original)
+    assert result.returncode == 1
+    assert "redelivery to be-vlg-wse: failed" in result.stdout
+    assert "0 mismatch" in result.stdout  # the replay itself matched
+    outcome = [json.loads(leaf.record) for leaf in store.leaves(size)][-1]
+    assert outcome["event"] == "delivery.redelivered"
+    assert (outcome["outcome"], outcome["replayOf"]["messageId"]) == ("failed", message.id)
