@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     audit_cmd = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_cmd.add_parser("verify", help="verify every leaf, signature and checkpoint")
     verify.add_argument("--data-dir", type=Path, default=None)
+    replay = audit_cmd.add_parser(
+        "replay",
+        help="re-run parse, validation and mapping of logged messages with the pinned versions",
+    )
+    replay.add_argument("--from", dest="start", metavar="INDEX|TIME", help="leaf index or time")
+    replay.add_argument("--to", dest="end", metavar="INDEX|TIME", help="leaf index or time")
+    replay.add_argument("--data-dir", type=Path, default=None)
+    replay.add_argument(
+        "--redeliver",
+        metavar="RECEIVER",
+        help="send each replayed message's original body to this receiver again (same id)",
+    )
     return parser
 
 
@@ -166,6 +178,10 @@ def _run(args: argparse.Namespace) -> int:
         from gateway.scaffold import main as party_main
 
         return party_main(args)
+    if args.command == "audit" and args.audit_command == "replay":
+        from gateway.replay import main as replay_main
+
+        return replay_main(args.data_dir, args.start, args.end, args.redeliver, sys.stdout)
     if args.command == "audit":
         from gateway.audit import verify_log
         from gateway.certs import DevPki

@@ -411,6 +411,16 @@ class SqliteStore:
     def ping(self) -> None:
         self._reader().execute("SELECT 1").fetchone()
 
+    # -- replay: every version of the configuration files the hub loaded ------------------------
+    def artefact(self, sha256: str) -> bytes | None:
+        """The bytes of a schema, mapping or parties file, by the SHA-256 the evidence gives."""
+        row = (
+            self._reader()
+            .execute("SELECT content FROM artefacts WHERE sha256 = ?", (sha256,))
+            .fetchone()
+        )
+        return bytes(row[0]) if row else None
+
     def close(self) -> None:
         """Commit what is queued, stop the writer, close every connection."""
         if self._closed:
