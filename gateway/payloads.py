@@ -195,9 +195,7 @@ def parse_before(text: str, now: datetime | None = None) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ConfigurationError(
-            f"--before {text!r}: expected a date (2026-01-31) or a date-time"
-            " (2026-01-31T00:00:00Z)",
-            code="config.invalid",
+            f"--before {text!r}: expected a date (2026-01-31) or a date-time (2026-01-31T00:00:00Z)"
         ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -319,7 +317,7 @@ def purge(
             evidence.record(
                 "payload.purged",
                 time,
-                before=before.isoformat().replace("+00:00", "Z"),
+                before=before.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                 digests=digests,
                 count=len(digests),
                 by=who,
