@@ -35,6 +35,7 @@ from gateway.config import HubConfig, Settings
 from gateway.evidence import HubSigner
 from gateway.mapping import MappingSet
 from gateway.outbox import iso, utc_now
+from gateway.payloads import Keyring
 from gateway.store.sqlite import SqliteStore
 from gateway.xml import DEFAULT_LIMITS
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(scratch)
         pki = init_dev_pki(folder / "pki", [])
         signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
-        store = SqliteStore(folder / "pipeline.db")
+        store = SqliteStore(folder / "pipeline.db", Keyring.from_files(pki.payload_key))
         best_pipeline = best_floor = 0.0
         try:
             for round_ in range(args.rounds):

@@ -7,6 +7,8 @@
     hub-signing.pem / hub-signing.key    the hub's evidence signer (digitalSignature only, no TLS)
     <party_id>.pem / .key                one per party: client of the hub, server of its sandbox
     role-<name>.pem / .key               one per extra role (operator, auditor)
+    payload-master.key                   32 random bytes: wraps the keys of the bodies kept
+    payload-master.<key id>.key          (after a rotation) older master keys, which unwrap only
 
 Who a certificate names is read from one SAN URI only, ``urn:be:guichet:party:<id>`` or
 ``urn:be:guichet:role:<name>`` (``identity_of``): the subject's CN and O are for humans reading
@@ -38,6 +40,7 @@ __all__ = [
     "TlsFiles",
     "identity_of",
     "init_dev_pki",
+    "write_master_key",
 ]
 
 PARTY_URN = "urn:be:guichet:party:"
@@ -88,6 +91,7 @@ class DevPki:
     hub_key: Path
     signing_cert: Path
     signing_key: Path
+    payload_key: Path
 
     @classmethod
     def at(cls, directory: Path) -> DevPki:
@@ -99,7 +103,13 @@ class DevPki:
             hub_key=directory / "hub.key",
             signing_cert=directory / "hub-signing.pem",
             signing_key=directory / "hub-signing.key",
+            payload_key=directory / "payload-master.key",
         )
+
+    @property
+    def retired_payload_keys(self) -> list[Path]:
+        """Master keys replaced by a rotation: they still unwrap the bodies they wrapped."""
+        return sorted(self.directory.glob("payload-master.*.key"))
 
     @property
     def hub(self) -> TlsFiles:
@@ -206,7 +216,24 @@ def init_dev_pki(
             sans=[x509.UniformResourceIdentifier(ROLE_URN + role)],
             usages=[ExtendedKeyUsageOID.CLIENT_AUTH],  # people call the hub; they serve nothing
         )
+    # Kept even with force: a new CA must not erase every body the old master key wraps.
+    write_master_key(pki.payload_key)
     return pki
+
+
+def write_master_key(path: Path) -> bool:
+    """Write a fresh payload master key (32 random bytes, mode 0600) at ``path``, never over an
+    existing one: replacing it would erase every body it wraps. True if written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(os.urandom(32))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
 
 
 def identity_of(cert: x509.Certificate) -> Identity | None:

@@ -100,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RECEIVER",
         help="send each replayed message's original body to this receiver again (same id)",
     )
+
+    purge = audit_cmd.add_parser(
+        "purge",
+        help="erase the bodies of messages received before DATE (their keys are destroyed);"
+        " sealed as a payload.purged record",
+    )
+    purge.add_argument(
+        "--before", required=True, metavar="DATE", help="2026-01-31 (UTC) or an RFC 3339 time"
+    )
+    purge.add_argument("--data-dir", type=Path, default=None)
     return parser
 
 
@@ -150,7 +160,16 @@ def _run(args: argparse.Namespace) -> int:
 
         config = HubConfig.load(_settings(None))
         parties = config.parties.identities()
-        pki = init_dev_pki(args.dir, parties, force=args.force)
+        try:
+            pki = init_dev_pki(args.dir, parties, force=args.force)
+        except FileExistsError:
+            # A PKI from before bodies were encrypted: add its master key, touch nothing else.
+            from gateway.certs import DevPki, write_master_key
+
+            if not write_master_key(DevPki.at(args.dir).payload_key):
+                raise
+            print(f"wrote the payload master key to {DevPki.at(args.dir).payload_key} (mode 0600)")
+            return 0
         print(
             f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties,"
             " operator and auditor roles); private keys are mode 0600, never commit them"
@@ -182,6 +201,9 @@ def _run(args: argparse.Namespace) -> int:
         from gateway.replay import main as replay_main
 
         return replay_main(args.data_dir, args.start, args.end, args.redeliver, sys.stdout)
+
+    if args.command == "audit" and args.audit_command == "purge":
+        return _purge(args)
     if args.command == "audit":
         from gateway.audit import verify_log
         from gateway.certs import DevPki
@@ -202,6 +224,38 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0 if report.ok else 1
     return 2
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from gateway.certs import DevPki
+    from gateway.config import HubConfig
+    from gateway.errors import StoreError
+    from gateway.evidence import HubSigner
+    from gateway.payloads import parse_before, purge
+    from gateway.store.sqlite import SqliteStore
+
+    before = parse_before(args.before)
+    config = HubConfig.load(_settings(args.data_dir))
+    if not config.database.is_file():
+        raise StoreError(f"no store at {config.database}", code="store.not-found")
+    pki = DevPki.at(config.pki_dir)
+    signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
+    # No master key needed: erasing destroys keys, it never reads a body.
+    store = SqliteStore(config.database)
+    try:
+        result = purge(store, signer, before)
+        if result.leaf_index is not None:
+            store.erase_freed()
+    finally:
+        store.close()
+    if result.leaf_index is None:
+        print(f"nothing to purge: no body kept of a message received before {args.before}")
+    else:
+        print(
+            f"purged {len(result.digests)} bodies of messages received before {args.before};"
+            f" sealed as payload.purged, leaf {result.leaf_index}"
+        )
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ translated once, where they enter, with ``raise … from exc``::
     ├── InvalidProofError                 log.invalid-proof  (a Merkle proof does not verify)
     ├── ConfigurationError                config.*      (bad parties, schemas or mappings at load)
     ├── StoreError                        store.*       (the store is unavailable: 503)
+    ├── PayloadError                      payload.*     (a kept body cannot be read back)
+    │   └── PayloadPurgedError            payload.purged (erased past retention)
     └── DeliveryError                     delivery.*    (an adapter could not deliver)
 
 ``PROBLEMS`` maps each code to its HTTP status and SOAP fault code; the REST problem ``type`` is
@@ -47,6 +49,8 @@ __all__ = [
     "MappingError",
     "NotFoundError",
     "ParseError",
+    "PayloadError",
+    "PayloadPurgedError",
     "PayloadTooLargeError",
     "Problem",
     "RoutingError",
@@ -166,6 +170,14 @@ class StoreError(GatewayError):
     default_code = "store.unavailable"
 
 
+class PayloadError(GatewayError):
+    default_code = "payload.corrupt"
+
+
+class PayloadPurgedError(PayloadError):
+    default_code = "payload.purged"
+
+
 class DeliveryError(GatewayError):
     default_code = "delivery.failed"
 
@@ -241,6 +253,9 @@ PROBLEMS: dict[str, Problem] = {
     "config.invalid": Problem(500, "Configuration error", "Server"),
     "store.unavailable": Problem(503, "Store unavailable", "Server"),
     "store.not-found": Problem(404, "No such store", "Server"),
+    "payload.purged": Problem(410, "Payload erased past retention", "Server"),
+    "payload.corrupt": Problem(500, "Stored payload fails authentication", "Server"),
+    "payload.unknown-key": Problem(500, "Payload wrapped by a master key the hub lacks", "Server"),
     "delivery.failed": Problem(502, "Delivery failed", "Server"),
     "gateway.error": Problem(500, "Internal error", "Server"),
 }

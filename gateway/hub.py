@@ -31,6 +31,7 @@ from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.mapping import MappingSet
 from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
+from gateway.payloads import Keyring
 from gateway.schemas import SchemaCatalog
 from gateway.store import Store, UnitOfWork
 from gateway.store.sqlite import SqliteStore
@@ -154,7 +155,10 @@ class Hub:
         pki = pki or DevPki.at(config.pki_dir)
         missing = [
             p
-            for p in (pki.ca_cert, pki.hub_cert, pki.hub_key, pki.signing_cert, pki.signing_key)
+            for p in (
+                *(pki.ca_cert, pki.hub_cert, pki.hub_key, pki.signing_cert, pki.signing_key),
+                pki.payload_key,
+            )
             if not p.is_file()
         ]
         if missing:
@@ -164,7 +168,9 @@ class Hub:
             )
         signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
         tls = pki.hub
-        store = SqliteStore(config.database)
+        # The master key that wraps each kept body's data key (and older ones, after a rotation).
+        keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
+        store = SqliteStore(config.database, keyring)
         adapters = {
             party.id: load_adapter(party.protocol)(
                 ReceiverConfig(

@@ -18,6 +18,7 @@ import structlog
 
 from adapters import Adapter, DeliveryResult, Outbound
 from gateway import evidence
+from gateway.errors import PayloadError
 from gateway.evidence import HubSigner
 from gateway.store import DeliveryRow, Store, UnitOfWork
 
@@ -135,10 +136,17 @@ class Outbox:
 
     def _deliver(self, row: DeliveryRow) -> None:
         message = self.store.message(row.message_id)
-        body = self.store.payload(row.payload_sha256)
+        try:
+            body = self.store.payload(row.payload_sha256)
+            unreadable = None
+        except PayloadError as exc:  # purged, or failing authentication: nothing to send
+            body, unreadable = None, exc.code
         adapter = self.adapters.get(row.receiver)
         if message is None or body is None or adapter is None:
-            result = DeliveryResult("rejected", None, b"", "no payload or adapter for it", 0.0)
+            why = "no payload or adapter for it"
+            if unreadable:
+                why = f"payload unreadable ({unreadable})"
+            result = DeliveryResult("rejected", None, b"", why, 0.0)
         else:
             outbound = Outbound(
                 message_id=row.message_id,

@@ -42,10 +42,11 @@ from typing import Any, Literal, Protocol, TextIO
 from adapters import Adapter, DeliveryResult, Outbound
 from gateway import evidence
 from gateway.config import PartyRegistry, load_parties
-from gateway.errors import ConfigurationError, GatewayError
+from gateway.errors import ConfigurationError, GatewayError, PayloadPurgedError
 from gateway.evidence import HubSigner
 from gateway.mapping import MappingSet
 from gateway.outbox import _reason, iso, utc_now
+from gateway.payloads import Keyring
 from gateway.pipeline import (
     AuthorisedMessage,
     CanonicalMessage,
@@ -317,6 +318,13 @@ def _replay_one(
     inbound_ref = record["inbound"]
     try:
         body = store.payload(inbound_ref["sha256"])
+    except PayloadPurgedError as exc:
+        result.verdict = "not-replayable"
+        result.reason = (
+            f"payload {inbound_ref['sha256']} was purged (evidence leaf"
+            f" {exc.extra.get('leafIndex')}, {exc.extra.get('purgedAt')})"
+        )
+        return result
     except Exception as exc:  # noqa: BLE001 - it cannot open what it holds: tampered, or its key
         result.verdict = "mismatch"
         result.reason = f"payload: the store cannot read it ({_code(exc)})"
@@ -637,12 +645,15 @@ def main(
     )
     if receiver is not None and receiver not in config.parties:
         raise ConfigurationError(f"no party {receiver!r} in parties.toml")
-    store = SqliteStore(config.database)
+    pki = DevPki.at(config.pki_dir)
+    # The bodies are kept encrypted: replay reads them with the hub's master key(s).
+    store = SqliteStore(
+        config.database, Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
+    )
     try:
         report = replay(store, limits, first, last)
         if receiver is not None:
             party = config.parties[receiver]
-            pki = DevPki.at(config.pki_dir)
             signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
             adapter: Adapter | None = None
             try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from gateway.certs import DevPki, init_dev_pki
+from gateway.certs import DevPki, init_dev_pki, write_master_key
 from gateway.config import HubConfig, Settings
 from gateway.hub import Hub, configure_logging
 from gateway.mapping import MappingSet
@@ -59,7 +59,9 @@ def ensure_pki(config: HubConfig, directory: Path | None = None) -> DevPki:
     written on first use."""
     directory = directory or config.pki_dir
     if (directory / "ca.pem").exists():
-        return DevPki.at(directory)
+        pki = DevPki.at(directory)
+        write_master_key(pki.payload_key)  # a PKI written before bodies were encrypted
+        return pki
     return init_dev_pki(directory, config.parties.identities())
 
 

@@ -46,7 +46,8 @@ def test_writes_every_file(pki: DevPki) -> None:
         "role-operator",
         "role-auditor",
     }
-    assert {path.stem for path in pki.directory.glob("*.key")} == stems
+    # Every certificate's key, and the payload master key (no certificate: a symmetric key).
+    assert {path.stem for path in pki.directory.glob("*.key")} == stems | {"payload-master"}
 
 
 def test_private_keys_are_owner_only(pki: DevPki) -> None:

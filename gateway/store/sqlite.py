@@ -13,10 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import StoreError
+from gateway import payloads
+from gateway.errors import PayloadError, StoreError
+from gateway.payloads import Keyring, SealedPayload
 from gateway.store import DeliveryRow, LeafRow, MessageRow
 
-__all__ = ["SqliteStore", "migrations", "read_log"]
+__all__ = ["SqliteStore", "migrations", "read_log", "read_payload"]
 
 T = TypeVar("T")
 _MAX_BATCH = 256
@@ -38,14 +40,17 @@ def _connect(path: Path) -> sqlite3.Connection:
     # FULL: a commit is on disk when it returns, so a 202 is never given for a lost message.
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    # Deleted content is overwritten with zeros: a purged body's wrapped key leaves no trace.
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
 
 
 class _SqliteUnit:
     """UnitOfWork over the writer connection (inside the batch transaction)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, keyring: Keyring | None = None) -> None:
         self.conn = conn
+        self.keyring = keyring
 
     def next_leaf_index(self) -> int:
         row = self.conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM evidence").fetchone()
@@ -87,10 +92,14 @@ class _SqliteUnit:
         )
 
     def put_payload(self, sha256: str, content: bytes) -> None:
-        self.conn.execute(
-            "INSERT INTO payloads (sha256, content) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (sha256, content),
-        )
+        """Keep a body encrypted (a body already kept is not encrypted again)."""
+        if self.keyring is None:
+            raise StoreError("the store was opened without the payload master key")
+        kept = self.conn.execute("SELECT 1 FROM payloads WHERE sha256 = ?", (sha256,)).fetchone()
+        if kept is not None:
+            return
+        sealed = payloads.seal_payload(self.keyring, sha256, content)
+        _insert_sealed(self.conn, sha256, sealed)
 
     def add_delivery(
         self, message_id: str, receiver: str, payload_sha256: str, content_type: str, now: str
@@ -157,6 +166,76 @@ class _SqliteUnit:
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (tree_size, root_hash, time, key_id, signature),
         )
+
+    # -- payload store ----------------------------------------------------------------------------
+    def leaves(self, start: int = 0, end: int | None = None) -> list[LeafRow]:
+        return _leaves(self.conn, start, end)
+
+    def purge_payloads(self, digests: list[str], time: str, leaf_index: int) -> list[str]:
+        purged = []
+        for sha256 in digests:
+            # The key first: once it is gone the body is, whatever becomes of the ciphertext.
+            key = self.conn.execute("DELETE FROM payload_keys WHERE sha256 = ?", (sha256,))
+            body = self.conn.execute("DELETE FROM payloads WHERE sha256 = ?", (sha256,))
+            if key.rowcount or body.rowcount:
+                self.conn.execute(
+                    "INSERT INTO payload_purges (sha256, purged_at, leaf_index) VALUES (?, ?, ?)"
+                    " ON CONFLICT (sha256) DO UPDATE SET purged_at = excluded.purged_at,"
+                    " leaf_index = excluded.leaf_index",
+                    (sha256, time, leaf_index),
+                )
+                purged.append(sha256)
+        return purged
+
+
+def _insert_sealed(conn: sqlite3.Connection, sha256: str, sealed: SealedPayload) -> None:
+    conn.execute(
+        "INSERT INTO payloads (sha256, content) VALUES (?, ?)", (sha256, sealed.ciphertext)
+    )
+    conn.execute(
+        "INSERT INTO payload_keys (sha256, key_id, wrapped_key) VALUES (?, ?, ?)",
+        (sha256, sealed.key_id, sealed.wrapped_key),
+    )
+
+
+def _payload(conn: sqlite3.Connection, sha256: str, keyring: Keyring | None) -> bytes | None:
+    """A kept body, decrypted and checked (see ``Store.payload``)."""
+    row = conn.execute(
+        "SELECT p.content, k.key_id, k.wrapped_key FROM payloads p"
+        " LEFT JOIN payload_keys k ON k.sha256 = p.sha256 WHERE p.sha256 = ?",
+        (sha256,),
+    ).fetchone()
+    if row is None:
+        purge = conn.execute(
+            "SELECT purged_at, leaf_index FROM payload_purges WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        if purge is not None:
+            raise payloads.purged_error(sha256, purge[0], purge[1])
+        return None
+    if row[1] is None:
+        raise PayloadError(
+            f"payload {sha256} has no data key: it cannot be read (its key was destroyed outside"
+            " `guichet audit purge`, or the store has not been opened by the hub since it kept"
+            " bodies in clear)",
+            code="payload.corrupt",
+        )
+    if keyring is None:
+        raise StoreError("the store was opened without the payload master key")
+    sealed = SealedPayload(row[1], bytes(row[2]), bytes(row[0]))
+    return payloads.open_payload(keyring, sha256, sealed)
+
+
+def read_payload(path: Path, sha256: str, keyring: Keyring) -> bytes | None:
+    """One body of a store, read-only (an auditor's copy), decrypted with ``keyring``."""
+    if not path.is_file():
+        raise StoreError(f"no store at {path}", code="store.not-found")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return _payload(conn, sha256, keyring)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} is not a readable store: {exc}", code="store.not-found") from exc
+    finally:
+        conn.close()
 
 
 _DELIVERY_COLUMNS = (
@@ -230,11 +309,16 @@ def _fail(batch: list[_Job], error: StoreError) -> None:
 class SqliteStore:
     """SQLite store. All writes go through one writer thread, batched into shared commits."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, payload_keys: Keyring | None = None) -> None:
+        """``payload_keys``: the master keys that wrap the bodies' data keys; without them the
+        store keeps no body and reads none (``guichet audit`` commands need none)."""
         self.path = path
+        self.keyring = payload_keys
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer_conn = _connect(path)
         self.migrate()
+        if payload_keys is not None:
+            self._seal_clear_payloads(payload_keys)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -270,6 +354,41 @@ class SqliteStore:
             applied += 1
         return applied
 
+    def _seal_clear_payloads(self, keyring: Keyring) -> None:
+        """Refuse a master key that is not this store's; encrypt bodies kept in clear before
+        version 3 (a one-time upgrade), zeroing their clear bytes."""
+        conn = self._writer_conn
+        keyring.check_store(
+            (r[0] for r in conn.execute("SELECT DISTINCT key_id FROM payload_keys")), str(self.path)
+        )
+        clear = conn.execute(
+            "SELECT sha256 FROM payloads WHERE sha256 NOT IN (SELECT sha256 FROM payload_keys)"
+        ).fetchall()
+        if not clear:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for (sha256,) in clear:
+                content = conn.execute(
+                    "SELECT content FROM payloads WHERE sha256 = ?", (sha256,)
+                ).fetchone()[0]
+                conn.execute("DELETE FROM payloads WHERE sha256 = ?", (sha256,))
+                _insert_sealed(conn, sha256, payloads.seal_payload(keyring, sha256, bytes(content)))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.erase_freed()
+
+    def erase_freed(self) -> None:
+        """Copy the log of writes into the database and empty it, so that pages from before a
+        deletion (a purge) do not linger in the WAL file (best effort while others read)."""
+        conn = _connect(self.path)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+
     # -- writes -----------------------------------------------------------------------------------
     def write(self, work: Callable[[Any], T]) -> T:
         """Run a unit of work in the writer's next transaction; its result once committed."""
@@ -287,7 +406,7 @@ class SqliteStore:
 
     def _run(self) -> None:
         conn = self._writer_conn
-        unit = _SqliteUnit(conn)
+        unit = _SqliteUnit(conn, self.keyring)
         while True:
             first = self._jobs.get()
             if first is None:
@@ -387,12 +506,7 @@ class SqliteStore:
         return int(self._reader().execute(unfinished).fetchone()[0])
 
     def payload(self, sha256: str) -> bytes | None:
-        row = (
-            self._reader()
-            .execute("SELECT content FROM payloads WHERE sha256 = ?", (sha256,))
-            .fetchone()
-        )
-        return bytes(row[0]) if row else None
+        return _payload(self._reader(), sha256, self.keyring)
 
     def case(self, subject: str) -> tuple[str | None, list[str]] | None:
         row = (
@@ -420,6 +534,10 @@ class SqliteStore:
             .fetchone()
         )
         return bytes(row[0]) if row else None
+
+    # -- payload store ----------------------------------------------------------------------------
+    def payload_digests(self) -> list[str]:
+        return [r[0] for r in self._reader().execute("SELECT sha256 FROM payloads ORDER BY sha256")]
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close every connection."""

@@ -3,6 +3,7 @@ leases honoured, nothing of a receiver's answer in the evidence."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,14 +12,16 @@ from pathlib import Path
 import pytest
 
 from adapters import DeliveryResult, Outbound
-from gateway.certs import init_dev_pki
+from gateway.certs import init_dev_pki, write_master_key
 from gateway.evidence import HubSigner
 from gateway.outbox import Outbox, RetryPolicy, iso
+from gateway.payloads import Keyring
 from gateway.store import MessageRow
 from gateway.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SECRET = "85073003328"  # a national number a receiver might quote back
+BODY_SHA = hashlib.sha256(b"{}").hexdigest()
 
 
 class ScriptedAdapter:
@@ -46,10 +49,11 @@ def result(outcome: str, status: int | None) -> DeliveryResult:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "s.db")
+    write_master_key(tmp_path / "payload-master.key")
+    store = SqliteStore(tmp_path / "s.db", Keyring.from_files(tmp_path / "payload-master.key"))
 
     def seed(unit: object) -> None:
-        unit.put_payload("p" * 64, b"{}")  # type: ignore[attr-defined]
+        unit.put_payload(BODY_SHA, b"{}")  # type: ignore[attr-defined]
         unit.insert_message(
             MessageRow(  # type: ignore[attr-defined]
                 "m1",
@@ -64,7 +68,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
                 "{}",
             )
         )
-        unit.add_delivery("m1", "be-vlg-wse", "p" * 64, "application/json", iso(T0))  # type: ignore[attr-defined]
+        unit.add_delivery("m1", "be-vlg-wse", BODY_SHA, "application/json", iso(T0))  # type: ignore[attr-defined]
 
     store.write(seed)
     yield store
