@@ -16,9 +16,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +358,25 @@ def test_a_redelivery_that_fails_is_sealed_and_exits_non_zero(case: Case) -> Non
     outcome = [json.loads(leaf.record) for leaf in store.leaves(size)][-1]
     assert outcome["event"] == "delivery.redelivered"
     assert (outcome["outcome"], outcome["replayOf"]["messageId"]) == ("failed", message.id)
+
+
+def test_after_a_purge_replay_says_which_records_can_no_longer_be_replayed(
+    case: Case, tmp_path: Path
+) -> None:
+    data = copy_of(case, tmp_path / "copy")
+    env = {**os.environ, "PYTHONPATH": str(HOME), "GUICHET_HOME": str(case.home)}
+    cutoff = (datetime.now(UTC) + timedelta(seconds=1)).isoformat(timespec="seconds")
+    time.sleep(1.1)  # the purge refuses a date in the future
+    purged = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "audit", "purge", "--before", cutoff,
+         "--data-dir", str(data)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    result = guichet_replay(case, data)
+    assert result.returncode == 0, result.stdout  # said clearly, not a mismatch
+    lines = lines_of(result)
+    application = case.of_type("application.submitted")
+    assert "not replayable: payload" in lines[application.leaf_index]
+    assert "was purged (evidence leaf" in lines[application.leaf_index]
+    assert f"0 ok, 0 mismatch, {len(lines)} not replayable" in result.stdout
