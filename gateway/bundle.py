@@ -258,8 +258,9 @@ class StoreSnapshot:
 def read_store(path: Path) -> StoreSnapshot:
     """Read a SQLite store without writing to it (an auditor's copy is never written to).
 
-    Checkpoint rows are read whole: a ``timestamp_token`` column (the RFC 3161 token as DER),
-    when the store has one, travels with its checkpoint into bundles. Payload rows are read as
+    Checkpoint rows are read whole; a checkpoint's RFC 3161 token (DER TimeStampToken), from a
+    ``timestamp_token`` column or from the ``checkpoint_timestamps`` table, becomes its
+    ``timestamp_token`` and travels with it into bundles. Payload rows are read as
     stored, for the digest check of ``verify_store``; exports read bodies through a
     ``PayloadSource`` (the store's own ``payload``), which returns them in clear.
     """
@@ -277,6 +278,17 @@ def read_store(path: Path) -> StoreSnapshot:
         cursor = conn.execute("SELECT * FROM checkpoints ORDER BY tree_size")
         names = [d[0] for d in cursor.description]
         checkpoints = [dict(zip(names, row, strict=True)) for row in cursor]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "checkpoint_timestamps" in tables:  # the queue of RFC 3161 tokens, when kept apart
+            tokens = dict(
+                conn.execute(
+                    "SELECT tree_size, token FROM checkpoint_timestamps WHERE token IS NOT NULL"
+                ).fetchall()
+            )
+            for checkpoint in checkpoints:
+                token = tokens.get(checkpoint["tree_size"])
+                if token is not None:
+                    checkpoint["timestamp_token"] = bytes(token)
         artefacts = {
             r[0]: (r[1], bytes(r[2]))
             for r in conn.execute("SELECT sha256, path, content FROM artefacts")
@@ -430,7 +442,7 @@ def export_bundle(
         )
         token = checkpoint.get("timestamp_token")
         if token:
-            files[f"checkpoints/{size}.tsr"] = bytes(token)
+            files[f"checkpoints/{size}.tst"] = bytes(token)
     consistency = []
     for older, newer in itertools.pairwise(sizes):
         if older == 0:
@@ -451,7 +463,7 @@ def export_bundle(
         "range": {"first": first, "last": last},
         "treeSize": latest,
         "checkpoints": sizes,
-        "timestamps": [s for s in sizes if f"checkpoints/{s}.tsr" in files],
+        "timestamps": [s for s in sizes if f"checkpoints/{s}.tst" in files],
         "consistency": consistency,
         "artefacts": dict(sorted(artefacts.items())),
         "payloads": dict(sorted(payloads.items())),
@@ -607,7 +619,7 @@ def _verify_bundle(
         raise _BadError("manifest: checkpoint sizes are not strictly ascending")
     checkpoints = [_checkpoint_of(archive, s, log_id, public_key) for s in sizes]
     for checkpoint in checkpoints:
-        name = f"checkpoints/{checkpoint.size}.tsr"
+        name = f"checkpoints/{checkpoint.size}.tst"
         if name in archive.names:
             token = archive.read(name, f"checkpoint {checkpoint.size} timestamp")
             if check_timestamp is not None:

@@ -215,6 +215,7 @@ PROBLEMS: dict[str, Problem] = {
     "config.invalid": Problem(500, "Configuration error", "Server"),
     "store.unavailable": Problem(503, "Store unavailable", "Server"),
     "store.not-found": Problem(404, "No such store", "Server"),
+    "audit.range": Problem(404, "No such range of the evidence log", "Client"),
     "delivery.failed": Problem(502, "Delivery failed", "Server"),
     "gateway.error": Problem(500, "Internal error", "Server"),
 }
