@@ -17,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ __all__ = [
     "StoreSnapshot",
     "artefact_refs",
     "export_bundle",
+    "openssl_timestamp_check",
     "payload_refs",
     "read_store",
     "resolve_range",
@@ -557,6 +561,52 @@ TimestampCheck = Callable[[bytes, bytes], str | None]
 """(checkpoint statement, RFC 3161 token DER) → None when the token holds, else why not."""
 
 
+def openssl_timestamp_check(tsa_ca: Path | None = None) -> TimestampCheck:
+    """Check a token as docs/audit-format.md tells an auditor to: ``openssl ts -verify``.
+
+    With ``tsa_ca`` the token must chain to that authority's root. Without it, the certificates
+    the token carries are taken as they are (``-partial_chain``): the imprint and the token's
+    signature are checked, the authority's identity is not.
+    """
+
+    def check(statement: bytes, token: bytes) -> str | None:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            return "openssl is not installed here: the token cannot be checked"
+        with tempfile.TemporaryDirectory(prefix="guichet-ts-") as folder:
+            work = Path(folder)
+            (work / "statement").write_bytes(statement)
+            (work / "token.der").write_bytes(token)
+            if tsa_ca is not None:
+                trust = ["-CAfile", str(tsa_ca)]
+            else:
+                # Fixed arguments, no shell: the token is only ever a file openssl reads.
+                carried = subprocess.run(  # noqa: S603
+                    [openssl, "pkcs7", "-inform", "DER", "-in", "token.der", "-print_certs",
+                     "-out", "carried.pem"],
+                    cwd=work, capture_output=True, check=False, timeout=30,
+                )  # fmt: skip
+                if carried.returncode != 0:
+                    return "not a DER CMS token"
+                trust = ["-CAfile", "carried.pem", "-partial_chain"]
+            done = subprocess.run(  # noqa: S603
+                [openssl, "ts", "-verify", "-token_in", "-in", "token.der",
+                 "-data", "statement", *trust],
+                cwd=work, capture_output=True, text=True, check=False, timeout=30,
+            )  # fmt: skip
+        if done.returncode == 0:
+            return None
+        # openssl's error lines: <id>:error:<code>:<library>:<function>:<reason>:<file>:<line>:
+        reasons = [
+            line.split(":")[5]
+            for line in done.stderr.splitlines()
+            if ":error:" in line and line.count(":") >= 6
+        ]
+        return "openssl ts -verify fails" + (f" ({reasons[0]})" if reasons else "")
+
+    return check
+
+
 def verify_bundle(
     path: Path,
     *,
@@ -790,25 +840,45 @@ def verify_store(
     certificate: x509.Certificate,
     *,
     trusted: Iterable[dict[str, Any]] = (),
+    check_timestamp: TimestampCheck | None = None,
 ) -> VerifyReport:
     """Check a whole store: every leaf and checkpoint (``verify_log``), consistency between
     consecutive checkpoints, the artefacts and payloads by their digests, and that every artefact
     a record names is kept. ``trusted``: checkpoints the auditor already holds (from an earlier
-    bundle); each must still be in the store, and the log must still extend it."""
+    bundle); each must still be in the store, and the log must still extend it.
+    ``check_timestamp``: how to check a checkpoint's RFC 3161 token, when it has one."""
     report = verify_log(snapshot.leaves, snapshot.checkpoints, certificate)
     report.log_id = key_id_of(certificate)
     if not report.ok:
         return report
     try:
-        _verify_store(snapshot, report, list(trusted))
+        _verify_store(snapshot, report, list(trusted), check_timestamp)
     except _BadError as bad:
         report.problems.append(str(bad))
     return report
 
 
 def _verify_store(
-    snapshot: StoreSnapshot, report: VerifyReport, trusted: list[dict[str, Any]]
+    snapshot: StoreSnapshot,
+    report: VerifyReport,
+    trusted: list[dict[str, Any]],
+    check_timestamp: TimestampCheck | None,
 ) -> None:
+    if check_timestamp is not None:
+        for checkpoint in snapshot.checkpoints:
+            token = checkpoint.get("timestamp_token")
+            if not token:
+                continue
+            statement = evidence.checkpoint_statement(
+                int(checkpoint["tree_size"]),
+                checkpoint["root_hash"],
+                checkpoint["time"],
+                checkpoint["key_id"],
+            )
+            why = check_timestamp(statement, bytes(token))
+            if why:
+                size = checkpoint["tree_size"]
+                raise _BadError(f"checkpoint {size}: timestamp token: {why}")
     tree = MerkleTree([leaf.leaf_hash for leaf in snapshot.leaves])
     sizes = sorted(int(c["tree_size"]) for c in snapshot.checkpoints)
     roots = {int(c["tree_size"]): bytes.fromhex(c["root_hash"]) for c in snapshot.checkpoints}

@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", type=Path, default=None, help="verify this hub's store")
     verify.add_argument("--ca", type=Path, default=None, help="the chain must end at this CA")
     verify.add_argument(
+        "--tsa-ca",
+        type=Path,
+        default=None,
+        help="timestamp tokens must chain to this authority's root (default: their own certs)",
+    )
+    verify.add_argument(
         "--against",
         type=Path,
         default=None,
@@ -241,7 +247,12 @@ def _audit(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         if args.data_dir is not None:
             raise ConfigurationError("verify either a bundle or --data-dir, not both")
-        report = bundle.verify_bundle(args.bundle, trusted_ca=trusted_ca, against=args.against)
+        report = bundle.verify_bundle(
+            args.bundle,
+            trusted_ca=trusted_ca,
+            against=args.against,
+            check_timestamp=bundle.openssl_timestamp_check(args.tsa_ca),
+        )
         what = f"{args.bundle}: {report.leaves} records"
     else:
         config = HubConfig.load(_settings(args.data_dir))
@@ -266,7 +277,12 @@ def _audit(args: argparse.Namespace) -> int:
             print(why, file=sys.stderr)
             print("FAILED")
             return 1
-        report = bundle.verify_store(snapshot, certificate, trusted=trusted)
+        report = bundle.verify_store(
+            snapshot,
+            certificate,
+            trusted=trusted,
+            check_timestamp=bundle.openssl_timestamp_check(args.tsa_ca),
+        )
         what = f"{config.database}: {report.leaves} leaves"
     for problem in report.problems:
         print(problem, file=sys.stderr)

@@ -620,3 +620,164 @@ def test_a_rewritten_history_fails_consistency_with_an_old_checkpoint(
     code, _, err = _run(capsys, "audit", "verify", forked, "--against", bundle)
     assert code == 1
     assert "has another root for this size (a forked log)" in err.splitlines()[0]
+
+
+# -- RFC 3161 timestamp tokens of checkpoints -----------------------------------------------------
+
+_TSA_CONFIG = """\
+[ tsa ]
+default_tsa = test_tsa
+[ test_tsa ]
+dir = {dir}
+serial = $dir/serial
+signer_cert = $dir/tsa.pem
+certs = $dir/ca.pem
+signer_key = $dir/tsa.key
+signer_digest = sha256
+default_policy = 1.3.6.1.4.1.99999.1
+digests = sha256
+ess_cert_id_alg = sha256
+"""
+
+
+def _tsa(directory: Path, name: str) -> Path:
+    """A throwaway timestamping authority made by openssl: its root CA and its config."""
+    directory.mkdir(parents=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", f"/CN={name} CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")  # fmt: skip
+    run("req", "-new", *ec, "-keyout", "tsa.key", "-out", "tsa.csr", "-subj", f"/CN={name}")
+    (directory / "tsa.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=critical,timeStamping\n"
+    )
+    run("x509", "-req", "-in", "tsa.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "tsa.ext", "-out", "tsa.pem")  # fmt: skip
+    (directory / "serial").write_text("01\n")
+    (directory / "tsa.cnf").write_text(_TSA_CONFIG.format(dir=directory))
+    return directory
+
+
+def _token(tsa: Path, statement: bytes) -> bytes:
+    """``openssl ts -query`` over the statement (SHA-256, certificates asked), ``-reply``, and
+    the token alone (``-token_out``), as an authority gives it."""
+    (tsa / "statement").write_bytes(statement)
+    for args in (
+        ("-query", "-data", "statement", "-sha256", "-cert", "-out", "q.tsq"),
+        ("-reply", "-config", "tsa.cnf", "-queryfile", "q.tsq", "-out", "r.tsr"),
+        ("-reply", "-in", "r.tsr", "-token_out", "-out", "token.der"),
+    ):
+        subprocess.run(["openssl", "ts", *args], cwd=tsa, check=True, capture_output=True)
+    return (tsa / "token.der").read_bytes()
+
+
+def _keep_tokens(data_dir: Path, tokens: dict[int, bytes]) -> None:
+    """Store each token as the timestamping queue keeps it (table checkpoint_timestamps)."""
+    conn = sqlite3.connect(data_dir / "guichet.db")
+    with conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS checkpoint_timestamps"
+            " (tree_size INTEGER PRIMARY KEY, token BLOB)"
+        )
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(checkpoint_timestamps)")]
+        for size, token in tokens.items():
+            row = dict.fromkeys(columns, "2026-11-27T12:00:00.000000Z")
+            row.update(tree_size=size, token=token)
+            row.pop("attempts", None)
+            row.pop("last_error", None)
+            names = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            conn.execute(
+                f"INSERT OR REPLACE INTO checkpoint_timestamps ({names}) VALUES ({marks})",
+                tuple(row.values()),
+            )
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def stamped(store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A copy of the store whose checkpoints carry RFC 3161 tokens, its bundle, the TSA root."""
+    from gateway import evidence
+
+    base = tmp_path_factory.mktemp("stamped")
+    copy = base / "data"
+    shutil.copytree(store, copy)
+    tsa = _tsa(base / "tsa", "Test TSA")
+    conn = sqlite3.connect(copy / "guichet.db")
+    rows = conn.execute("SELECT tree_size, root_hash, time, key_id FROM checkpoints").fetchall()
+    conn.close()
+    _keep_tokens(copy, {row[0]: _token(tsa, evidence.checkpoint_statement(*row)) for row in rows})
+    out = base / "stamped.zip"
+    assert main(["audit", "export", "--data-dir", str(copy), "--out", str(out)]) == 0
+    return copy, out, tsa / "ca.pem"
+
+
+def test_timestamp_tokens_travel_with_their_checkpoints_and_verify(
+    stamped: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir, out, tsa_ca = stamped
+    with zipfile.ZipFile(out) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        archive.extractall(tmp_path / "b")
+    assert manifest["timestamps"] == manifest["checkpoints"]
+    for args in (("--tsa-ca", tsa_ca), ()):
+        code, _, err = _run(capsys, "audit", "verify", out, *args)
+        assert code == 0, err
+        code, _, err = _run(capsys, "audit", "verify", "--data-dir", data_dir, *args)
+        assert code == 0, err
+    # As docs/audit-format.md section 4 says, with openssl alone.
+    size = manifest["treeSize"]
+    checkpoint = json.loads((tmp_path / "b" / f"checkpoints/{size}.json").read_bytes())
+    (tmp_path / "statement").write_text(
+        f'{{"logId":"{checkpoint["logId"]}","rootHash":"{checkpoint["rootHash"]}",'
+        f'"time":"{checkpoint["time"]}","treeSize":{size:d}}}'
+    )
+    verified = _openssl(
+        "ts", "-verify", "-token_in", "-in", tmp_path / "b" / f"checkpoints/{size}.tst",
+        "-data", tmp_path / "statement", "-CAfile", tsa_ca,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    assert b"Verification: OK" in verified.stdout
+
+
+def test_a_token_of_another_checkpoint_or_authority_is_caught(
+    stamped: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir, out, _ = stamped
+    with zipfile.ZipFile(out) as archive:
+        sizes = json.loads(archive.read("manifest.json"))["checkpoints"]
+    swapped = tmp_path / "swapped.zip"
+    _rewrite(
+        out,
+        swapped,
+        lambda f: _swap(f, f"checkpoints/{sizes[0]}.tst", f"checkpoints/{sizes[1]}.tst"),
+    )
+    code, _, err = _run(capsys, "audit", "verify", swapped)
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"checkpoint {sizes[0]}: timestamp token:"), err
+    assert "message imprint mismatch" in err
+    altered = tmp_path / "altered.zip"
+    name = f"checkpoints/{sizes[-1]}.tst"
+    _rewrite(out, altered, lambda f: f.update({name: _flip(f[name], len(f[name]) - 10)}))
+    code, _, err = _run(capsys, "audit", "verify", altered)
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"checkpoint {sizes[-1]}: timestamp token:"), err
+    # A genuine token checked against another authority's root fails.
+    other = _tsa(tmp_path / "other", "Other TSA")
+    code, _, err = _run(capsys, "audit", "verify", out, "--tsa-ca", other / "ca.pem")
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"checkpoint {sizes[0]}: timestamp token:"), err
+    # In the store too.
+    copy = _copy(data_dir, tmp_path)
+    conn = sqlite3.connect(copy / "guichet.db")
+    tokens = dict(conn.execute("SELECT tree_size, token FROM checkpoint_timestamps").fetchall())
+    conn.close()
+    _keep_tokens(copy, {sizes[0]: tokens[sizes[1]]})
+    code, _, err = _run(capsys, "audit", "verify", "--data-dir", copy)
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"checkpoint {sizes[0]}: timestamp token:"), err
