@@ -388,6 +388,11 @@ def export_bundle(
             f"leaf {last} is not covered by a checkpoint (the latest covers {covered} leaves);"
             " sign one first (`guichet audit export --checkpoint`) or export less"
         )
+    if int(checkpoints[-1]["tree_size"]) > len(leaves):
+        raise BundleError(
+            f"checkpoint {checkpoints[-1]['tree_size']} covers more leaves than the store holds"
+            f" ({len(leaves)}): the log was truncated; `guichet audit verify` names what is wrong"
+        )
     certificate = x509.load_pem_x509_certificates(chain_pem)[0]
     log_id = key_id_of(certificate)
     tree = MerkleTree([leaf.leaf_hash for leaf in leaves])

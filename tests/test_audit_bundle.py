@@ -781,3 +781,37 @@ def test_a_token_of_another_checkpoint_or_authority_is_caught(
     code, _, err = _run(capsys, "audit", "verify", "--data-dir", copy)
     assert code == 1
     assert err.splitlines()[0].startswith(f"checkpoint {sizes[0]}: timestamp token:"), err
+
+
+def test_a_truncated_store_is_not_exported(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = _copy(store, tmp_path)
+    _store_truncate(copy)
+    code, _, err = _run(
+        capsys, "audit", "export", "--data-dir", copy, "--to", "3", "--out", tmp_path / "t.zip"
+    )
+    assert code == 1
+    assert "covers more leaves than the store holds" in err
+
+
+def test_the_demo_exports_and_verifies(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(HOME)}
+
+    def guichet(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *map(str, args)],
+            cwd=HOME, capture_output=True, text=True, env=env, timeout=300, check=False,
+        )  # fmt: skip
+
+    demo = guichet("demo", "--data-dir", tmp_path / "demo")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = tmp_path / "demo.zip"
+    export = guichet(
+        "audit", "export", "--data-dir", tmp_path / "demo", "--checkpoint", "--with-payloads",
+        "--out", out,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    verify = guichet("audit", "verify", out, "--ca", tmp_path / "demo" / "pki" / "ca.pem")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.rstrip().endswith(": OK")
