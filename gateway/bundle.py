@@ -509,7 +509,11 @@ class _Archive:
             self.zip = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile) as exc:
             raise _BadError(f"{path.name}: not a readable zip archive ({exc})") from exc
-        self.names = set(self.zip.namelist())
+        listed = self.zip.namelist()
+        self.names = set(listed)
+        if len(listed) != len(self.names):  # a zip may hold one name twice: which one is read?
+            twice = sorted(n for n in self.names if listed.count(n) > 1)[0]
+            raise _BadError(f"file {twice}: in the bundle twice")
         self.read_names: set[str] = set()
 
     def read(self, name: str, what: str) -> bytes:

@@ -91,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("bundle", type=Path, nargs="?", help="a bundle of `audit export`")
     verify.add_argument("--data-dir", type=Path, default=None, help="verify this hub's store")
+    verify.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="verify this store (sqlite:///path or a path) with --cert, instead of a data dir's",
+    )
+    verify.add_argument(
+        "--cert", type=Path, default=None, help="the hub's evidence certificate (with --store)"
+    )
     verify.add_argument("--ca", type=Path, default=None, help="the chain must end at this CA")
     verify.add_argument(
         "--tsa-ca",
@@ -256,16 +265,24 @@ def _audit(args: argparse.Namespace) -> int:
         what = f"{args.bundle}: {report.leaves} records"
     else:
         config = HubConfig.load(_settings(args.data_dir))
-        snapshot = bundle.read_store(config.database)
         pki = DevPki.at(config.pki_dir)
-        certificate = x509.load_pem_x509_certificate(pki.signing_cert.read_bytes())
+        database, cert_file = config.database, args.cert or pki.signing_cert
+        if args.store is not None:
+            if args.data_dir is not None or args.cert is None:
+                raise ConfigurationError("--store needs --cert, and excludes --data-dir")
+            if "://" in args.store and not args.store.startswith("sqlite:///"):
+                raise ConfigurationError(f"{args.store}: only SQLite stores (sqlite:///path)")
+            database = Path(args.store.removeprefix("sqlite://"))
+        snapshot = bundle.read_store(database)
+        certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
         # The auditor's copy needs the certificates only, never the private key.
+        ca_file = pki.ca_cert if args.store is None else ca_file
         chain_problem = (
             verify_chain(
-                [certificate, *x509.load_pem_x509_certificates(pki.ca_cert.read_bytes())],
+                [certificate, *x509.load_pem_x509_certificates(ca_file.read_bytes())],
                 trusted_ca,
             )
-            if pki.ca_cert.is_file()
+            if ca_file is not None and ca_file.is_file()
             else None
         )
         trusted: list[dict[str, object]] = []
@@ -283,7 +300,7 @@ def _audit(args: argparse.Namespace) -> int:
             trusted=trusted,
             check_timestamp=bundle.openssl_timestamp_check(args.tsa_ca),
         )
-        what = f"{config.database}: {report.leaves} leaves"
+        what = f"{database}: {report.leaves} leaves"
     for problem in report.problems:
         print(problem, file=sys.stderr)
     print(

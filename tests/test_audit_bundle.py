@@ -815,3 +815,30 @@ def test_the_demo_exports_and_verifies(tmp_path: Path) -> None:
     verify = guichet("audit", "verify", out, "--ca", tmp_path / "demo" / "pki" / "ca.pem")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout.rstrip().endswith(": OK")
+
+
+def test_a_member_twice_in_the_zip_is_caught(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "twice.zip"
+    shutil.copy(bundle, target)
+    with zipfile.ZipFile(target, "a") as archive, pytest.warns(UserWarning, match="Duplicate"):
+        archive.writestr("records/3.json", b'{"event":"forged"}')
+    code, _, err = _run(capsys, "audit", "verify", target)
+    assert code == 1
+    assert err.splitlines()[0] == "file records/3.json: in the bundle twice"
+
+
+def test_a_store_named_by_url_with_its_certificate(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = store / "pki"
+    url = f"sqlite://{store / 'guichet.db'}"
+    code, _, err = _run(
+        capsys, "audit", "verify", "--store", url, "--cert", pki / "hub-signing.pem",
+        "--ca", pki / "ca.pem",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = _run(capsys, "audit", "verify", "--store", url, "--cert", pki / "ca.pem")
+    assert code == 1
+    assert err.splitlines()[0].startswith("leaf 0: signed by another key")
