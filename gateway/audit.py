@@ -8,25 +8,60 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway import evidence
 from gateway.store import LeafRow
 
-__all__ = ["VerifyReport", "verify_log"]
+__all__ = ["VerifyReport", "key_id_of", "verify_chain", "verify_log"]
 
 
 @dataclass
 class VerifyReport:
+    """What a verification checked; ``problems`` holds the first bad item, named, and why."""
+
     leaves: int = 0
     checkpoints: int = 0
     root: str = ""
     problems: list[str] = field(default_factory=list)
+    log_id: str = ""
+    artefacts: int = 0
+    payloads: int = 0
+    trusted: int = 0  # checkpoints of an earlier bundle found unchanged
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def key_id_of(certificate: x509.Certificate) -> str:
+    """The log id: hex SHA-256 of the DER SubjectPublicKeyInfo of the hub's evidence key."""
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate], trusted_ca: x509.Certificate | None = None
+) -> str | None:
+    """None when each certificate is issued by the next and the last is a self-signed CA (the
+    ``trusted_ca``, when given); else why not. The first one must carry an ECDSA P-256 key."""
+    if not chain:
+        return "no certificate"
+    key = chain[0].public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return "the evidence certificate carries no ECDSA P-256 key"
+    for position, (child, parent) in enumerate(zip(chain, [*chain[1:], chain[-1]], strict=True)):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            return (
+                f"certificate {position} is not issued by the next one ({exc or 'bad signature'})"
+            )
+    if trusted_ca is not None and chain[-1] != trusted_ca:
+        return "the chain does not end at the trusted CA"
+    return None
 
 
 def verify_log(
@@ -41,9 +76,7 @@ def verify_log(
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         report.problems.append("the hub certificate carries no ECDSA key")
         return report
-    key_id = hashlib.sha256(
-        public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    ).hexdigest()
+    key_id = key_id_of(certificate)
     hashes: list[bytes] = []
     for expected_index, leaf in enumerate(leaves):
         if leaf.leaf_index != expected_index:

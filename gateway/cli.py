@@ -86,8 +86,42 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="evidence log")
     audit_cmd = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_cmd.add_parser("verify", help="verify every leaf, signature and checkpoint")
-    verify.add_argument("--data-dir", type=Path, default=None)
+    verify = audit_cmd.add_parser(
+        "verify", help="verify a bundle, or a data dir's store: every hash, signature and proof"
+    )
+    verify.add_argument("bundle", type=Path, nargs="?", help="a bundle of `audit export`")
+    verify.add_argument("--data-dir", type=Path, default=None, help="verify this hub's store")
+    verify.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="verify this store (sqlite:///path or a path) with --cert, instead of a data dir's",
+    )
+    verify.add_argument(
+        "--cert", type=Path, default=None, help="the hub's evidence certificate (with --store)"
+    )
+    verify.add_argument("--ca", type=Path, default=None, help="the chain must end at this CA")
+    verify.add_argument(
+        "--tsa-ca",
+        type=Path,
+        default=None,
+        help="timestamp tokens must chain to this authority's root (default: their own certs)",
+    )
+    verify.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="an earlier bundle: its checkpoints must still hold (no deletion, no rewrite)",
+    )
+    export = audit_cmd.add_parser("export", help="write a range of the log as a bundle (zip)")
+    export.add_argument("--from", dest="start", default=None, help="leaf index or ISO time")
+    export.add_argument("--to", dest="end", default=None, help="leaf index or ISO time")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--data-dir", type=Path, default=None)
+    export.add_argument("--with-payloads", action="store_true", help="add the bodies, in clear")
+    export.add_argument(
+        "--checkpoint", action="store_true", help="sign a checkpoint of the whole log first"
+    )
     replay = audit_cmd.add_parser(
         "replay",
         help="re-run parse, validation and mapping of logged messages with the pinned versions",
@@ -205,25 +239,123 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "audit" and args.audit_command == "purge":
         return _purge(args)
     if args.command == "audit":
-        from gateway.audit import verify_log
-        from gateway.certs import DevPki
-        from gateway.config import HubConfig
-        from gateway.evidence import HubSigner
-        from gateway.store.sqlite import read_log
+        return _audit(args)
+    return 2
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from gateway import bundle
+    from gateway.audit import verify_chain
+    from gateway.certs import DevPki
+    from gateway.config import HubConfig
+    from gateway.evidence import HubSigner
+    from gateway.payloads import Keyring
+
+    ca_file = getattr(args, "ca", None)
+    trusted_ca = x509.load_pem_x509_certificate(ca_file.read_bytes()) if ca_file else None
+    if args.audit_command == "export":
+        from gateway.outbox import iso, utc_now
+        from gateway.store.sqlite import SqliteStore
 
         config = HubConfig.load(_settings(args.data_dir))
-        leaves, checkpoints = read_log(config.database)
         pki = DevPki.at(config.pki_dir)
-        signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
-        report = verify_log(leaves, checkpoints, signer.certificate)
-        for problem in report.problems:
-            print(problem, file=sys.stderr)
+        snapshot = bundle.read_store(config.database)
+        store = None
+        if args.checkpoint or args.with_payloads:
+            keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
+            store = SqliteStore(config.database, keyring if args.with_payloads else None)
+        try:
+            if args.checkpoint and store is not None:
+                signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
+                row = bundle.sign_checkpoint(snapshot.leaves, signer, iso(utc_now()))
+                store.write(lambda unit: unit.add_checkpoint(**row))
+                snapshot = bundle.read_store(config.database)
+            first, last = bundle.resolve_range(snapshot.leaves, args.start, args.end)
+            chain = pki.signing_cert.read_bytes() + pki.ca_cert.read_bytes()
+            manifest = bundle.export_bundle(
+                snapshot,
+                chain,
+                first,
+                last,
+                args.out,
+                exported_at=iso(utc_now()),
+                payload_source=store.payload if args.with_payloads and store else None,
+            )
+        finally:
+            if store is not None:
+                store.close()
+        kept = sum(manifest["payloads"].values())
         print(
-            f"{report.leaves} leaves, {report.checkpoints} checkpoints, root {report.root}: "
-            f"{'OK' if report.ok else 'FAILED'}"
+            f"wrote {args.out}: leaves {first} to {last} of a {manifest['treeSize']}-leaf"
+            f" checkpoint, {len(manifest['checkpoints'])} checkpoints,"
+            f" {len(manifest['artefacts'])} artefacts, {kept} payloads"
         )
-        return 0 if report.ok else 1
-    return 2
+        return 0
+    if args.bundle is not None:
+        if args.data_dir is not None:
+            raise ConfigurationError("verify either a bundle or --data-dir, not both")
+        report = bundle.verify_bundle(
+            args.bundle,
+            trusted_ca=trusted_ca,
+            against=args.against,
+            check_timestamp=bundle.openssl_timestamp_check(args.tsa_ca),
+        )
+        what = f"{args.bundle}: {report.leaves} records"
+    else:
+        config = HubConfig.load(_settings(args.data_dir))
+        pki = DevPki.at(config.pki_dir)
+        database, cert_file = config.database, args.cert or pki.signing_cert
+        if args.store is not None:
+            if args.data_dir is not None or args.cert is None:
+                raise ConfigurationError("--store needs --cert, and excludes --data-dir")
+            if "://" in args.store and not args.store.startswith("sqlite:///"):
+                raise ConfigurationError(f"{args.store}: only SQLite stores (sqlite:///path)")
+            database = Path(args.store.removeprefix("sqlite://"))
+        # With the hub's master key (a data dir's), every kept body is decrypted and checked.
+        master: Keyring | None = (
+            Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
+            if args.store is None and pki.payload_key.is_file()
+            else None
+        )
+        snapshot = bundle.read_store(database, master)
+        certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        # The auditor's copy needs the certificates only, never the private key.
+        ca_file = pki.ca_cert if args.store is None else ca_file
+        chain_problem = (
+            verify_chain(
+                [certificate, *x509.load_pem_x509_certificates(ca_file.read_bytes())],
+                trusted_ca,
+            )
+            if ca_file is not None and ca_file.is_file()
+            else None
+        )
+        trusted: list[dict[str, object]] = []
+        problem = None
+        if args.against is not None:
+            trusted, problem = bundle.trusted_checkpoints(args.against, trusted_ca)
+        if chain_problem or problem:
+            why = f"certificate chain: {chain_problem}" if chain_problem else problem
+            print(why, file=sys.stderr)
+            print("FAILED")
+            return 1
+        report = bundle.verify_store(
+            snapshot,
+            certificate,
+            trusted=trusted,
+            check_timestamp=bundle.openssl_timestamp_check(args.tsa_ca),
+        )
+        what = f"{database}: {report.leaves} leaves"
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    print(
+        f"{what}, {report.checkpoints} checkpoints, {report.artefacts} artefacts,"
+        f" {report.payloads} payloads"
+        + (f", {report.trusted} trusted checkpoints held" if args.against else "")
+        + f"; log {report.log_id}, root {report.root}: {'OK' if report.ok else 'FAILED'}"
+    )
+    return 0 if report.ok else 1
 
 
 def _purge(args: argparse.Namespace) -> int:

@@ -256,6 +256,7 @@ PROBLEMS: dict[str, Problem] = {
     "payload.purged": Problem(410, "Payload erased past retention", "Server"),
     "payload.corrupt": Problem(500, "Stored payload fails authentication", "Server"),
     "payload.unknown-key": Problem(500, "Payload wrapped by a master key the hub lacks", "Server"),
+    "audit.range": Problem(404, "No such range of the evidence log", "Client"),
     "delivery.failed": Problem(502, "Delivery failed", "Server"),
     "gateway.error": Problem(500, "Internal error", "Server"),
 }

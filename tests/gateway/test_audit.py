@@ -117,3 +117,65 @@ def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path) -> None:
     one, two = init_dev_pki(tmp_path / "1", []), init_dev_pki(tmp_path / "2", [])
     with pytest.raises(ConfigurationError, match="is not the key of"):
         HubSigner.from_files(one.signing_key, two.signing_cert)
+
+
+# -- RFC 9162 proofs (gateway.bundle) -------------------------------------------------------------
+
+
+def _hashes(n: int, salt: bytes = b"") -> list[bytes]:
+    return [evidence.leaf_hash(salt + str(i).encode()) for i in range(n)]
+
+
+def test_roots_are_rfc_6962_roots() -> None:
+    from gateway.bundle import MerkleTree
+
+    for n in range(0, 40):
+        hashes = _hashes(n)
+        assert MerkleTree(hashes).root(n) == evidence.merkle_root(hashes)
+
+
+def test_every_inclusion_proof_verifies_and_no_other_leaf_does() -> None:
+    from gateway.bundle import MerkleTree, verify_inclusion
+
+    for n in range(1, 34):
+        hashes = _hashes(n)
+        tree = MerkleTree(hashes)
+        root = tree.root(n)
+        for m in range(n):
+            proof = tree.inclusion_proof(m, n)
+            assert verify_inclusion(hashes[m], m, n, proof, root), (m, n)
+            assert not verify_inclusion(evidence.leaf_hash(b"other"), m, n, proof, root)
+            if n > 1:
+                assert not verify_inclusion(hashes[m], (m + 1) % n, n, proof, root)
+                assert not verify_inclusion(hashes[m], m, n, proof[:-1], root)
+
+
+def test_every_consistency_proof_verifies_and_a_rewritten_tree_does_not() -> None:
+    from gateway.bundle import MerkleTree, verify_consistency
+
+    for n in range(1, 34):
+        hashes = _hashes(n)
+        tree = MerkleTree(hashes)
+        for m in range(1, n + 1):
+            proof = tree.consistency_proof(m, n)
+            old_root, new_root = tree.root(m), tree.root(n)
+            assert verify_consistency(m, n, old_root, new_root, proof), (m, n)
+            # The same sizes over a history changed at one leaf below m: no proof connects them.
+            rewritten = list(hashes)
+            rewritten[m - 1] = evidence.leaf_hash(b"rewritten")
+            other = MerkleTree(rewritten)
+            forged = other.consistency_proof(m, n)
+            assert not verify_consistency(m, n, old_root, other.root(n), forged), (m, n)
+            if m < n:
+                assert not verify_consistency(m, n, old_root, new_root, forged[:-1] or [old_root])
+    assert verify_consistency(0, 5, b"", b"", [])
+
+
+def test_proofs_of_leaves_outside_the_tree_are_refused() -> None:
+    from gateway.bundle import MerkleTree
+
+    tree = MerkleTree(_hashes(4))
+    with pytest.raises(ValueError, match="index 4 is not below the tree size 4"):
+        tree.inclusion_proof(4, 4)
+    with pytest.raises(ValueError, match="second 5 is beyond the tree"):
+        tree.consistency_proof(3, 5)
