@@ -28,9 +28,11 @@ is the one sent. What is stored beside the checkpoint (table ``checkpoint_timest
 
 The worker runs off the request path: checkpoints wait in a queue kept in the store (rows whose
 token is NULL), tried against the configured authorities in order; when none gives a good token,
-the checkpoint is tried again after a capped exponential backoff, an alert is logged and the
-``guichet_timestamp_outage`` gauge is 1, and the exchange goes on. When an authority answers again,
-every waiting checkpoint becomes due, so the queue drains.
+an alert is logged (``timestamp.outage``), the ``guichet_timestamp_outage`` gauge is 1, the
+worker waits a capped exponential backoff before its next probe (one checkpoint per backoff
+period, never the whole queue), and the exchange goes on. When an authority answers again, every
+waiting checkpoint becomes due, so the queue drains; so does a restart. Checkpoints that have no
+timestamp row (made while no authority was configured, or by ``Hub.checkpoint``) join the queue.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -238,6 +241,8 @@ class Timestamper:
         self.clock = clock
         self.client = httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.in_outage = False
+        self._failures = 0  # rounds in a row in which no authority gave a token
+        self._paused_until = 0.0  # monotonic: during an outage, one probe per backoff period
         self.wake_event = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="guichet-timestamps", daemon=True)
@@ -257,9 +262,11 @@ class Timestamper:
 
     def _loop(self) -> None:
         try:
-            # A new start: whatever waited while the hub was down is tried at once.
+            # A new start: whatever waited while the hub was down is tried at once, and any
+            # checkpoint made while no authority was configured joins the queue.
             now = iso(self.clock())
             self.store.write(lambda unit: unit.timestamps_due_now(now))
+            self.store.write(lambda unit: unit.queue_unstamped_checkpoints(now))
         except Exception:  # the worker starts all the same
             log.exception("timestamp.error")
         while not self._stop.is_set():
@@ -277,8 +284,10 @@ class Timestamper:
 
     def run_once(self, limit: int = 16) -> int:
         """Queue any checkpoint not yet queued, then try the due ones; how many got a token."""
+        if time.monotonic() < self._paused_until:
+            return 0
         now = iso(self.clock())
-        if self.store.unstamped_checkpoints():
+        if self.store.newest_checkpoint_unqueued():  # e.g. one made by Hub.checkpoint()
             self.store.write(lambda unit: unit.queue_unstamped_checkpoints(now))
         granted = 0
         for row in self.store.timestamps_due(now, limit):
@@ -313,7 +322,9 @@ class Timestamper:
             self._granted(tree_size, url, token)
             return True
         attempts = int(row["attempts"]) + 1
-        delay = min(self.backoff_cap_s, self.backoff_s * 2 ** (attempts - 1))
+        self._failures += 1
+        delay = min(self.backoff_cap_s, self.backoff_s * 2 ** (self._failures - 1))
+        self._paused_until = time.monotonic() + delay
         next_at = iso(self.clock() + timedelta(seconds=delay))
         error = "; ".join(failures)[:500]
         self.store.write(lambda unit: unit.timestamp_failed(tree_size, error, next_at))
@@ -341,6 +352,8 @@ class Timestamper:
             lambda unit: unit.timestamp_granted(tree_size, url, token.token, token.gen_time, now)
         )
         log.info("timestamp.granted", tsa=label, tree_size=tree_size, gen_time=token.gen_time)
+        self._failures = 0
+        self._paused_until = 0.0
         if self.in_outage:
             self.in_outage = False
             self.metrics.outage.set(0)

@@ -476,17 +476,17 @@ class SqliteStore:
         )
         return int(row[0]), row[1]
 
-    def unstamped_checkpoints(self) -> int:
-        """Checkpoints with no timestamp row at all (neither stamped nor queued)."""
+    def newest_checkpoint_unqueued(self) -> bool:
+        """True when the newest checkpoint has no timestamp row (two primary-key look-ups)."""
         row = (
             self._reader()
             .execute(
-                "SELECT COUNT(*) FROM checkpoints c WHERE NOT EXISTS"
-                " (SELECT 1 FROM checkpoint_timestamps t WHERE t.tree_size = c.tree_size)"
+                "SELECT (SELECT MAX(tree_size) FROM checkpoints),"
+                " (SELECT MAX(tree_size) FROM checkpoint_timestamps)"
             )
             .fetchone()
         )
-        return int(row[0])
+        return row[0] is not None and (row[1] is None or row[0] > row[1])
 
     def timestamps(self) -> list[dict[str, Any]]:
         """Every checkpoint's timestamp row, stamped or waiting, by tree size."""
