@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     delivery_backoff_s: float = 0.5
     delivery_backoff_cap_s: float = 900.0
     log_level: str = "info"
+    # Checkpoints (signed tree heads) and their RFC 3161 timestamps: a checkpoint every
+    # checkpoint_interval_s seconds or every checkpoint_every_records new records, whichever
+    # comes first (0 turns that trigger off); each one is timestamped by the first of tsa_urls
+    # that answers (none: no timestamps), retried with capped backoff while none does.
+    checkpoint_interval_s: float = 60.0
+    checkpoint_every_records: int = 1000
+    tsa_urls: tuple[str, ...] = ()
+    tsa_timeout_s: float = 10.0
+    tsa_backoff_s: float = 5.0
+    tsa_backoff_cap_s: float = 600.0
 
     @classmethod
     def settings_customise_sources(

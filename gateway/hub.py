@@ -26,6 +26,7 @@ from adapters import Adapter, ReceiverConfig, load_adapter
 from adapters.soap import Wsdl
 from gateway import evidence
 from gateway.certs import DevPki, TlsFiles
+from gateway.checkpointer import Checkpointing
 from gateway.config import HubConfig, PartyRegistry
 from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
@@ -137,6 +138,8 @@ class Hub:
                 receiver, state
             ).inc(),
         )
+        # Checkpoints every N s / M records, and their RFC 3161 timestamps: background threads.
+        self.checkpointing = Checkpointing(store, signer, config.settings, self.metrics.registry)
 
     @classmethod
     def open(
@@ -195,10 +198,12 @@ class Hub:
 
     def start(self) -> None:
         self.outbox.start()
+        self.checkpointing.start()
 
     def close(self) -> None:
         self.pipeline_executor.shutdown(wait=True)
         self.outbox.stop()
+        self.checkpointing.stop()
         for adapter in self.adapters.values():
             adapter.close()
         self.store.close()

@@ -187,6 +187,50 @@ class _SqliteUnit:
                 purged.append(sha256)
         return purged
 
+    # -- checkpoint timestamps (RFC 3161): the queue of checkpoints awaiting a token ---------
+    def queue_timestamp(self, tree_size: int, now: str) -> None:
+        self.conn.execute(
+            "INSERT INTO checkpoint_timestamps (tree_size, queued_at, next_attempt_at)"
+            " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (tree_size, now, now),
+        )
+
+    def queue_unstamped_checkpoints(self, now: str) -> int:
+        """Queue every checkpoint that has no timestamp row yet (made while none was configured,
+        or by ``Hub.checkpoint``); the number queued."""
+        cursor = self.conn.execute(
+            "INSERT INTO checkpoint_timestamps (tree_size, queued_at, next_attempt_at)"
+            " SELECT c.tree_size, ?, ? FROM checkpoints c WHERE NOT EXISTS"
+            " (SELECT 1 FROM checkpoint_timestamps t WHERE t.tree_size = c.tree_size)",
+            (now, now),
+        )
+        return cursor.rowcount
+
+    def timestamp_granted(
+        self, tree_size: int, tsa_url: str, token: bytes, gen_time: str, now: str
+    ) -> None:
+        self.conn.execute(
+            "UPDATE checkpoint_timestamps SET token = ?, tsa_url = ?, gen_time = ?,"
+            " stamped_at = ?, attempts = attempts + 1, last_error = NULL"
+            " WHERE tree_size = ? AND token IS NULL",
+            (token, tsa_url, gen_time, now, tree_size),
+        )
+
+    def timestamp_failed(self, tree_size: int, error: str, next_attempt_at: str) -> None:
+        self.conn.execute(
+            "UPDATE checkpoint_timestamps SET attempts = attempts + 1, last_error = ?,"
+            " next_attempt_at = ? WHERE tree_size = ? AND token IS NULL",
+            (error, next_attempt_at, tree_size),
+        )
+
+    def timestamps_due_now(self, now: str) -> None:
+        """Every waiting checkpoint is due at ``now`` (an authority answers again)."""
+        self.conn.execute(
+            "UPDATE checkpoint_timestamps SET next_attempt_at = ?"
+            " WHERE token IS NULL AND next_attempt_at > ?",
+            (now, now),
+        )
+
 
 def _insert_sealed(conn: sqlite3.Connection, sha256: str, sealed: SealedPayload) -> None:
     conn.execute(
@@ -521,6 +565,63 @@ class SqliteStore:
 
     def checkpoints(self) -> list[dict[str, Any]]:
         return _checkpoints(self._reader())
+
+    # -- checkpoint timestamps (RFC 3161) ---------------------------------------------------------
+    def timestamps_due(self, now: str, limit: int) -> list[dict[str, Any]]:
+        """Checkpoints awaiting a token whose next attempt is due, the longest-waiting first."""
+        rows = self._reader().execute(
+            "SELECT c.tree_size, c.root_hash, c.time, c.key_id, c.signature, t.attempts"
+            " FROM checkpoint_timestamps t JOIN checkpoints c ON c.tree_size = t.tree_size"
+            " WHERE t.token IS NULL AND t.next_attempt_at <= ?"
+            " ORDER BY t.next_attempt_at, t.tree_size LIMIT ?",
+            (now, limit),
+        )
+        keys = ("tree_size", "root_hash", "time", "key_id", "signature", "attempts")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def timestamp_queue(self) -> tuple[int, str | None]:
+        """How many checkpoints await a token, and since when the oldest has been waiting."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COUNT(*), MIN(queued_at) FROM checkpoint_timestamps WHERE token IS NULL"
+            )
+            .fetchone()
+        )
+        return int(row[0]), row[1]
+
+    def newest_checkpoint_unqueued(self) -> bool:
+        """True when the newest checkpoint has no timestamp row (two primary-key look-ups)."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT (SELECT MAX(tree_size) FROM checkpoints),"
+                " (SELECT MAX(tree_size) FROM checkpoint_timestamps)"
+            )
+            .fetchone()
+        )
+        return row[0] is not None and (row[1] is None or row[0] > row[1])
+
+    def timestamps(self) -> list[dict[str, Any]]:
+        """Every checkpoint's timestamp row, stamped or waiting, by tree size."""
+        rows = self._reader().execute(
+            "SELECT tree_size, queued_at, attempts, last_error, tsa_url, token, gen_time,"
+            " stamped_at FROM checkpoint_timestamps ORDER BY tree_size"
+        )
+        keys = (
+            "tree_size",
+            "queued_at",
+            "attempts",
+            "last_error",
+            "tsa_url",
+            "token",
+            "gen_time",
+            "stamped_at",
+        )
+        return [
+            {**dict(zip(keys, r, strict=True)), "token": bytes(r[5]) if r[5] else None}
+            for r in rows
+        ]
 
     def ping(self) -> None:
         self._reader().execute("SELECT 1").fetchone()
