@@ -89,13 +89,18 @@ def _out_of_range(name: str, detail: str) -> LogQueryError:
 
 
 def _checkpoint_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """A signed checkpoint; with its RFC 3161 TimeStampToken (DER, base64) once one was given."""
+    body = {
         "treeSize": row["tree_size"],
         "rootHash": row["root_hash"],
         "time": row["time"],
         "keyId": row["key_id"],
         "signature": row["signature"],
     }
+    if row.get("token") is not None:
+        body["timestampToken"] = base64.b64encode(bytes(row["token"])).decode()
+        body["timestampAuthority"] = row["tsa_url"]
+    return body
 
 
 def router(hub: Hub, identify: Callable[[Request], Identity]) -> APIRouter:

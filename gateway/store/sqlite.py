@@ -671,21 +671,25 @@ class SqliteStore:
         found = _leaves(self._reader(), index, index + 1)
         return found[0] if found else None
 
+    # A checkpoint with its RFC 3161 token and the authority that gave it, when it has one.
+    _CHECKPOINT = (
+        "SELECT c.tree_size, c.root_hash, c.time, c.key_id, c.signature, t.token, t.tsa_url"
+        " FROM checkpoints c LEFT JOIN checkpoint_timestamps t ON t.tree_size = c.tree_size"
+    )
+
     def latest_checkpoint(self) -> dict[str, Any] | None:
         return self._one_checkpoint(
-            "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints"
-            " ORDER BY tree_size DESC LIMIT 1",
+            f"{self._CHECKPOINT} ORDER BY c.tree_size DESC LIMIT 1",
             (),
         )
 
     def checkpoint(self, tree_size: int) -> dict[str, Any] | None:
         return self._one_checkpoint(
-            "SELECT tree_size, root_hash, time, key_id, signature FROM checkpoints"
-            " WHERE tree_size = ?",
+            f"{self._CHECKPOINT} WHERE c.tree_size = ?",
             (tree_size,),
         )
 
     def _one_checkpoint(self, query: str, args: tuple[int, ...]) -> dict[str, Any] | None:
         row = self._reader().execute(query, args).fetchone()
-        keys = ("tree_size", "root_hash", "time", "key_id", "signature")
+        keys = ("tree_size", "root_hash", "time", "key_id", "signature", "token", "tsa_url")
         return dict(zip(keys, row, strict=True)) if row else None

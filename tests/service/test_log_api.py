@@ -325,3 +325,44 @@ def test_bad_parameters_are_named(
         assert body["traceId"]
         # The hub keeps answering the auditor.
         assert auditor.get("/v1/log/checkpoint").status_code == 200
+
+
+def test_a_timestamped_checkpoint_carries_its_rfc3161_token(
+    tmp_path_factory: pytest.TempPathFactory, pki: DevPki
+) -> None:
+    """With a TSA configured, the auditor gets each checkpoint's token, and openssl verifies it
+    over the checkpoint's signed statement."""
+    from gateway.testing import wait_until
+    from tests.tsa import LocalTsa
+
+    with (
+        LocalTsa(tmp_path_factory.mktemp("tsa")) as tsa,
+        running_hub(
+            tmp_path_factory.mktemp("stamped"),
+            sandbox=False,
+            pki=pki,
+            delivery_workers=0,
+            tsa_urls=[tsa.url],
+        ) as running,
+    ):
+        _send(running, 2)
+        made = running.hub.checkpoint()
+        with LogHub(running).auditor() as auditor:
+
+            def stamped() -> dict[str, Any] | None:
+                body: dict[str, Any] = auditor.get(
+                    f"/v1/log/checkpoint?size={made.tree_size}"
+                ).json()
+                return body if "timestampToken" in body else None
+
+            assert wait_until(stamped, timeout=60)
+            checkpoint = stamped()
+        assert checkpoint is not None
+        assert checkpoint["timestampAuthority"] == tsa.url
+        statement = evidence.checkpoint_statement(
+            checkpoint["treeSize"], checkpoint["rootHash"], checkpoint["time"], checkpoint["keyId"]
+        )
+        token = base64.b64decode(checkpoint["timestampToken"])
+        checked = tsa.verify(statement, token, tmp_path_factory.mktemp("verify"))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "Verification: OK" in checked.stdout
