@@ -8,8 +8,10 @@ done directly with the libraries and nothing around them:
 
   json.loads; a bare dict→element walk for the XML form; lxml XMLSchema validation of the sender,
   canonical and receiver forms; the two XSLT transforms; a bare element→dict walk and json.dumps
-  for the outbound JSON; SHA-256 of the three payloads; one ECDSA signature; one SQLite
-  transaction (payloads, leaf, message and outbox rows) committed with synchronous=FULL.
+  for the outbound JSON; SHA-256 of the three payloads; each payload encrypted at rest as the
+  hub keeps it (AES-256-GCM under a fresh data key, the key wrapped by a master key, RFC 3394);
+  one ECDSA signature; one SQLite transaction (payloads and their keys, leaf, message and outbox
+  rows) committed with synchronous=FULL.
 
 Last line: ``pipeline_msgs_per_s=<n> floor_msgs_per_s=<m> ratio=<n/m>``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -27,6 +30,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from lxml import etree
 
 from gateway import pipeline
@@ -121,11 +126,13 @@ def run_floor(messages: list[bytes], mappings: MappingSet, db: Path, signer: Hub
             "receivedAt": "2026-11-27T10:00:00Z",
         }.items()
     }
+    master_key = os.urandom(32)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(
         "CREATE TABLE IF NOT EXISTS p (sha TEXT PRIMARY KEY, content BLOB);"
+        "CREATE TABLE IF NOT EXISTS k (sha TEXT PRIMARY KEY, wrapped BLOB);"
         "CREATE TABLE IF NOT EXISTS leaf (i INTEGER PRIMARY KEY, h BLOB, rec BLOB, sig TEXT);"
         "CREATE TABLE IF NOT EXISTS m (id TEXT PRIMARY KEY, leaf INTEGER);"
         "CREATE TABLE IF NOT EXISTS d (id INTEGER PRIMARY KEY, m TEXT, sha TEXT);"
@@ -144,15 +151,18 @@ def run_floor(messages: list[bytes], mappings: MappingSet, db: Path, signer: Hub
         out_bytes = json.dumps(_to_dict(out)).encode()
         canonical_bytes = etree.tostring(canonical)
         digests = [hashlib.sha256(b).hexdigest() for b in (body, canonical_bytes, out_bytes)]
+        sealed = []
+        for digest, content in zip(digests, (body, canonical_bytes, out_bytes), strict=True):
+            data_key, nonce = os.urandom(32), os.urandom(12)
+            ciphertext = AESGCM(data_key).encrypt(nonce, content, bytes.fromhex(digest))
+            sealed.append((digest, nonce + ciphertext, aes_key_wrap(master_key, data_key)))
         leaf = json.dumps(digests).encode()
         leaf_digest = hashlib.sha256(b"\x00" + leaf).digest()
         signature = signer.sign(leaf_digest)
         message_id = value["header"]["messageId"]
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT OR IGNORE INTO p VALUES (?, ?)",
-            zip(digests, (body, canonical_bytes, out_bytes), strict=True),
-        )
+        conn.executemany("INSERT OR IGNORE INTO p VALUES (?, ?)", [(d, c) for d, c, _ in sealed])
+        conn.executemany("INSERT OR IGNORE INTO k VALUES (?, ?)", [(d, w) for d, _, w in sealed])
         conn.execute("INSERT INTO leaf VALUES (?, ?, ?, ?)", (index, leaf_digest, leaf, signature))
         conn.execute("INSERT INTO m VALUES (?, ?)", (message_id, index))
         conn.execute("INSERT INTO d (m, sha) VALUES (?, ?)", (message_id, digests[2]))
