@@ -65,11 +65,17 @@ def test_sqlite_errors_inside_a_unit_become_store_errors(tmp_path: Path) -> None
 
 def test_a_cancelled_write_does_not_stop_the_writer(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db")
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(unit: object) -> None:
+        holding.set()
+        gate.wait(10)
+
     try:
         # Hold the writer so the next unit is still queued when its submitter gives up.
-        blocker = threading.Thread(target=store.write, args=(lambda unit: gate.wait(10),))
+        blocker = threading.Thread(target=store.write, args=(hold,))
         blocker.start()
+        assert holding.wait(10)  # the writer is inside the blocking unit, whatever the load
 
         async def give_up() -> None:
             task = asyncio.ensure_future(store.write_async(_put("cancelled")))
