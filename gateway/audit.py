@@ -12,10 +12,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway import evidence
+from gateway import evidence, proofs
+from gateway.certs import EVIDENCE_SIGNER_URI
 from gateway.store import LeafRow
 
-__all__ = ["VerifyReport", "key_id_of", "verify_chain", "verify_log"]
+__all__ = [
+    "VerifyReport",
+    "evidence_certificate_problem",
+    "key_id_of",
+    "verify_chain",
+    "verify_log",
+]
 
 
 @dataclass
@@ -42,6 +49,31 @@ def key_id_of(certificate: x509.Certificate) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
+def evidence_certificate_problem(certificate: x509.Certificate) -> str | None:
+    """None when ``certificate`` is an evidence signer's: an ECDSA P-256 key and the SAN
+    ``urn:be:guichet:evidence-signer`` (a party's or a role's certificate, even from the same
+    CA, is not one); else why not."""
+    key = certificate.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return "the evidence certificate carries no ECDSA P-256 key"
+    try:
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    if uris != [EVIDENCE_SIGNER_URI]:
+        return f"the certificate is no evidence signer's (its SAN must be {EVIDENCE_SIGNER_URI})"
+    return None
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(constraints.ca)
+
+
 def verify_chain(
     chain: Sequence[x509.Certificate], trusted_ca: x509.Certificate | None = None
 ) -> str | None:
@@ -49,9 +81,9 @@ def verify_chain(
     ``trusted_ca``, when given); else why not. The first one must carry an ECDSA P-256 key."""
     if not chain:
         return "no certificate"
-    key = chain[0].public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        return "the evidence certificate carries no ECDSA P-256 key"
+    problem = evidence_certificate_problem(chain[0])
+    if problem:
+        return problem
     for position, (child, parent) in enumerate(zip(chain, [*chain[1:], chain[-1]], strict=True)):
         try:
             child.verify_directly_issued_by(parent)
@@ -59,6 +91,8 @@ def verify_chain(
             return (
                 f"certificate {position} is not issued by the next one ({exc or 'bad signature'})"
             )
+        if not _is_ca(parent):  # the issuer of each (the last issues itself)
+            return f"certificate {min(position + 1, len(chain) - 1)} is not a CA"
     if trusted_ca is not None and chain[-1] != trusted_ca:
         return "the chain does not end at the trusted CA"
     return None
@@ -96,6 +130,7 @@ def verify_log(
             return report
         hashes.append(leaf.leaf_hash)
     report.leaves = len(hashes)
+    tree = proofs.MerkleTree(hashes)  # built once: each checkpoint's root is then O(log² n)
     for checkpoint in checkpoints:
         size = checkpoint["tree_size"]
         if checkpoint["key_id"] != key_id:
@@ -110,9 +145,9 @@ def verify_log(
         if size > len(hashes):
             report.problems.append(f"checkpoint {size}: the log has only {len(hashes)} leaves")
             return report
-        if evidence.merkle_root(hashes[:size]).hex() != checkpoint["root_hash"]:
+        if tree.root(size).hex() != checkpoint["root_hash"]:
             report.problems.append(f"checkpoint {size}: root does not match the leaves")
             return report
         report.checkpoints += 1
-    report.root = evidence.merkle_root(hashes).hex()
+    report.root = tree.root().hex()
     return report

@@ -32,7 +32,13 @@ from cryptography import x509
 
 from gateway import evidence, proofs
 from gateway.audit import VerifyReport, key_id_of, verify_chain, verify_log
-from gateway.errors import GatewayError, InvalidProofError, PayloadError, StoreError
+from gateway.errors import (
+    GatewayError,
+    InvalidProofError,
+    PayloadError,
+    PayloadPurgedError,
+    StoreError,
+)
 from gateway.evidence import HubSigner
 from gateway.payloads import Keyring
 from gateway.store import LeafRow
@@ -357,7 +363,10 @@ def export_bundle(
             for sha in payload_refs(record):
                 if payloads.get(sha):
                     continue
-                body = payload_source(sha)
+                try:
+                    body = payload_source(sha)
+                except PayloadPurgedError:  # erased past retention: listed as not included
+                    body = None
                 payloads[sha] = body is not None
                 if body is not None:
                     files[f"payloads/{sha}"] = body
@@ -563,6 +572,9 @@ def verify_bundle(
                 _verify_against(archive, path, against, report, trusted_ca)
     except _BadError as bad:
         report.problems.append(str(bad))
+    except (TypeError, ValueError, KeyError, AttributeError, subprocess.SubprocessError) as exc:
+        # A value of the wrong kind where the format says what it must be: the bundle is bad.
+        report.problems.append(f"bundle: malformed ({type(exc).__name__}: {exc})")
     return report
 
 
@@ -668,6 +680,8 @@ def _verify_bundle(
             raise _BadError(f"artefact {sha} ({where}): content does not hash to its name")
         report.artefacts += 1
     included = manifest.get("payloads") or {}
+    if not isinstance(included, dict) or not all(isinstance(v, bool) for v in included.values()):
+        raise _BadError("manifest: payloads must map each digest to true or false")
     for index, sha in payloads_named:
         name = f"payloads/{sha}"
         if name in archive.read_names:
@@ -789,6 +803,8 @@ def verify_store(
         _verify_store(snapshot, report, list(trusted), check_timestamp)
     except _BadError as bad:
         report.problems.append(str(bad))
+    except (TypeError, ValueError, KeyError, AttributeError, subprocess.SubprocessError) as exc:
+        report.problems.append(f"store: malformed ({type(exc).__name__}: {exc})")
     return report
 
 

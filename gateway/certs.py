@@ -50,6 +50,9 @@ ROLE_URN = "urn:be:guichet:role:"
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})")
 # File stems the PKI uses itself; a party with one of these names would overwrite them.
 _RESERVED = frozenset({"ca", "hub", "hub-signing"})
+# The SAN of the hub's evidence-signing certificate: a certificate without it signs no evidence
+# an auditor accepts (gateway.audit.verify_chain), whatever CA issued it.
+EVIDENCE_SIGNER_URI = "urn:be:guichet:evidence-signer"
 # Tolerate a few minutes of clock skew between the machine that issues and the one that checks.
 _BACKDATE = timedelta(minutes=5)
 
@@ -183,12 +186,13 @@ def init_dev_pki(
         usages=tls_usage,
     )
     # A separate key for evidence: compromise of the TLS key must not let anyone forge evidence.
-    # It carries no guichet URN, so even presented on a TLS connection it identifies nobody.
+    # Its one SAN names its purpose (EVIDENCE_SIGNER_URI), which an auditor's verification
+    # requires; it names no party or role, so presented on a TLS connection it identifies nobody.
     issuer.issue(
         pki.signing_cert,
         pki.signing_key,
         _name(common_name="guichet-hub evidence signer", organisation="Guichet"),
-        sans=[],
+        sans=[x509.UniformResourceIdentifier(EVIDENCE_SIGNER_URI)],
         usages=None,
     )
     for party in parties:

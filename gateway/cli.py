@@ -6,8 +6,12 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigurationError, GatewayError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["main"]
 
@@ -154,6 +158,16 @@ def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untype
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _pem_certificates(path: Path) -> list[x509.Certificate]:
+    """The certificates of a PEM file, or a clear configuration error."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: not a readable PEM certificate ({exc})") from exc
+
+
 def _scenario_names() -> list[str]:
     from gateway.demo import SCENARIOS
 
@@ -244,17 +258,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from cryptography import x509
-
     from gateway import bundle
-    from gateway.audit import verify_chain
+    from gateway.audit import evidence_certificate_problem, verify_chain
     from gateway.certs import DevPki
     from gateway.config import HubConfig
     from gateway.evidence import HubSigner
     from gateway.payloads import Keyring
 
     ca_file = getattr(args, "ca", None)
-    trusted_ca = x509.load_pem_x509_certificate(ca_file.read_bytes()) if ca_file else None
+    trusted_ca = _pem_certificates(ca_file)[0] if ca_file else None
     if args.audit_command == "export":
         from gateway.outbox import iso, utc_now
         from gateway.store.sqlite import SqliteStore
@@ -320,16 +332,13 @@ def _audit(args: argparse.Namespace) -> int:
             else None
         )
         snapshot = bundle.read_store(database, master)
-        certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        certificate = _pem_certificates(cert_file)[0]
         # The auditor's copy needs the certificates only, never the private key.
         ca_file = pki.ca_cert if args.store is None else ca_file
         chain_problem = (
-            verify_chain(
-                [certificate, *x509.load_pem_x509_certificates(ca_file.read_bytes())],
-                trusted_ca,
-            )
+            verify_chain([certificate, *_pem_certificates(ca_file)], trusted_ca)
             if ca_file is not None and ca_file.is_file()
-            else None
+            else evidence_certificate_problem(certificate)
         )
         trusted: list[dict[str, object]] = []
         problem = None

@@ -174,9 +174,16 @@ def token_info(token: bytes) -> dict[str, Any]:
 
 
 def tsa_label(url: str) -> str:
-    """An authority as metrics and logs name it: scheme, host and port (no path or query)."""
+    """An authority as metrics, logs and the log API name it: scheme, host and port (no
+    credentials, path or query)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is no number: name the host only
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 class TimestampMetrics:

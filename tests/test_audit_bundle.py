@@ -840,6 +840,57 @@ def test_a_store_named_by_url_with_its_certificate(
         "--ca", pki / "ca.pem",
     )  # fmt: skip
     assert code == 0, err
+    # Another certificate than the evidence signer's is refused before any leaf is read.
     code, _, err = _run(capsys, "audit", "verify", "--store", url, "--cert", pki / "ca.pem")
     assert code == 1
-    assert err.splitlines()[0].startswith("leaf 0: signed by another key")
+    assert err.splitlines()[0].startswith("certificate chain: the certificate is no evidence")
+
+
+def test_a_party_certificate_of_the_same_ca_signs_no_evidence(pki: DevPki) -> None:
+    """A bundle's chain must begin with the hub's evidence signer: a party's certificate, even
+    one the same CA issued, is refused (else a party could forge a bundle that verifies)."""
+    from cryptography import x509
+
+    from gateway.audit import verify_chain
+
+    def cert(path: Path) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+
+    ca = cert(pki.ca_cert)
+    assert verify_chain([cert(pki.signing_cert), ca], ca) is None
+    party = cert(pki.party("be-platform").cert)
+    problem = verify_chain([party, ca], ca)
+    assert problem is not None and "no evidence signer's" in problem
+
+
+def test_a_bundle_exports_after_a_purge_and_still_verifies(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    copy = _copy(store, tmp_path)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    code, out, err = _run(capsys, "audit", "purge", "--before", now, "--data-dir", copy)
+    assert code == 0, out + err
+    manifest = _export(capsys, copy, tmp_path / "purged.zip", "--checkpoint")
+    payloads = manifest["payloads"]
+    assert isinstance(payloads, dict) and payloads and not any(payloads.values())
+    code, _, err = _run(capsys, "audit", "verify", tmp_path / "purged.zip")
+    assert code == 0, err
+    code, _, err = _run(capsys, "audit", "verify", "--data-dir", copy)
+    assert code == 0, err
+
+
+def test_a_manifest_value_of_the_wrong_kind_is_named_not_a_traceback(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def wrong(files: Files) -> None:
+        manifest = _manifest(files)
+        manifest["payloads"] = [1]
+        _set_manifest(files, manifest)
+
+    target = tmp_path / "wrong.zip"
+    _rewrite(bundle, target, wrong)
+    code, _, err = _run(capsys, "audit", "verify", target)
+    assert code == 1
+    assert err.splitlines()[0] == "manifest: payloads must map each digest to true or false"

@@ -37,6 +37,7 @@ from gateway.errors import AuthenticationError, GatewayError, LogQueryError, Not
 from gateway.hub import Hub
 from gateway.proofs import MerkleTree
 from gateway.store import Store
+from gateway.timestamps import tsa_label
 
 __all__ = ["AUDITOR_ROLE", "LogTree", "router"]
 
@@ -99,7 +100,7 @@ def _checkpoint_json(row: dict[str, Any]) -> dict[str, Any]:
     }
     if row.get("token") is not None:
         body["timestampToken"] = base64.b64encode(bytes(row["token"])).decode()
-        body["timestampAuthority"] = row["tsa_url"]
+        body["timestampAuthority"] = tsa_label(row["tsa_url"] or "")
     return body
 
 

@@ -135,7 +135,9 @@ def test_checkpoints_by_count(tmp_path: Path, pki: DevPki) -> None:
         for _ in range(2):
             send(hub, 4)  # one record each
             size = len(hub.hub.store.leaves())
-            assert wait_until(lambda size=size: checkpointer.last_size >= size)
+            # Covered up to fewer than 4 records (where the count fell depends on when the
+            # checkpointer looked, which a loaded machine decides).
+            assert wait_until(lambda size=size: 0 <= size - checkpointer.last_size < 4, 60)
         checkpoints = hub.hub.store.checkpoints()
         assert len(checkpoints) >= 2
         sizes = [c["tree_size"] for c in checkpoints]
@@ -143,8 +145,10 @@ def test_checkpoints_by_count(tmp_path: Path, pki: DevPki) -> None:
         assert all(b - a >= 4 for a, b in zip([0, *sizes], sizes, strict=False))
         for checkpoint in checkpoints:
             assert_checkpoint_holds(hub, checkpoint)
-        # Fewer than 4 new records: none is due.
-        send(hub, 2)
+        # Between 1 and 3 records not covered: none is due.
+        if len(hub.hub.store.leaves()) - checkpointer.last_size < 3:
+            send(hub, 1)
+        assert 1 <= len(hub.hub.store.leaves()) - checkpointer.last_size < 4
         assert checkpointer.run_once() is None
         assert hub.hub.store.checkpoints() == checkpoints
         assert "guichet_checkpoints_total" in metrics_text(hub)
@@ -386,3 +390,11 @@ def test_checkpoints_made_elsewhere_join_the_queue(
             made.tree_size, made.root_hash, made.time, made.key_id
         )
         assert first.verify(statement, stamped(hub)[0]["token"], tmp_path).returncode == 0
+
+
+def test_an_authority_is_named_without_its_credentials_or_path() -> None:
+    from gateway.timestamps import tsa_label
+
+    assert tsa_label("https://user:secret@tsa.example:8443/tsr?key=k") == "https://tsa.example:8443"
+    assert tsa_label("http://[::1]:99/x") == "http://[::1]:99"
+    assert tsa_label("http://tsa.example/") == "http://tsa.example"

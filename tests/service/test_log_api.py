@@ -333,6 +333,7 @@ def test_a_timestamped_checkpoint_carries_its_rfc3161_token(
     """With a TSA configured, the auditor gets each checkpoint's token, and openssl verifies it
     over the checkpoint's signed statement."""
     from gateway.testing import wait_until
+    from gateway.timestamps import tsa_label
     from tests.tsa import LocalTsa
 
     with (
@@ -358,7 +359,7 @@ def test_a_timestamped_checkpoint_carries_its_rfc3161_token(
             assert wait_until(stamped, timeout=60)
             checkpoint = stamped()
         assert checkpoint is not None
-        assert checkpoint["timestampAuthority"] == tsa.url
+        assert checkpoint["timestampAuthority"] == tsa_label(tsa.url)  # scheme, host, port
         statement = evidence.checkpoint_statement(
             checkpoint["treeSize"], checkpoint["rootHash"], checkpoint["time"], checkpoint["keyId"]
         )
