@@ -178,6 +178,8 @@ class StoreSnapshot:
     payloads: dict[str, bytes] = field(default_factory=dict)
     # sha256 → why a kept body cannot be read (altered ciphertext or wrapped key, unknown key).
     unreadable: dict[str, str] = field(default_factory=dict)
+    # the digests of every body kept (read or not): a named body must be kept or sealed purged.
+    kept: set[str] = field(default_factory=set)
 
 
 def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
@@ -220,6 +222,7 @@ def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
         }
         payloads: dict[str, bytes] = {}
         unreadable: dict[str, str] = {}
+        kept = {r[0] for r in conn.execute("SELECT sha256 FROM payloads")}
         if keyring is not None:
             for (sha,) in conn.execute("SELECT sha256 FROM payloads").fetchall():
                 try:
@@ -233,7 +236,7 @@ def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
         raise StoreError(f"{path} is not a readable store: {exc}", code="store.not-found") from exc
     finally:
         conn.close()
-    return StoreSnapshot(leaves, checkpoints, artefacts, payloads, unreadable)
+    return StoreSnapshot(leaves, checkpoints, artefacts, payloads, unreadable, kept)
 
 
 def sign_checkpoint(leaves: Sequence[LeafRow], signer: HubSigner, now: str) -> dict[str, Any]:
@@ -863,6 +866,19 @@ def _verify_store(
         if hashlib.sha256(content).hexdigest() != sha:
             raise _BadError(f"artefact {sha} ({where}): content does not hash to its name")
         report.artefacts += 1
+    records = [(leaf.leaf_index, json.loads(leaf.record)) for leaf in snapshot.leaves]
+    purged = {
+        sha
+        for _, record in records
+        if record.get("event") == "payload.purged"
+        for sha in record.get("digests") or []
+    }
+    for index, record in records:
+        for sha in payload_refs(record):
+            if sha not in snapshot.kept and sha not in purged:
+                raise _BadError(
+                    f"leaf {index}: payload {sha} is neither kept nor erased by a sealed purge"
+                )
     for sha, why in sorted(snapshot.unreadable.items()):
         raise _BadError(f"payload {sha}: cannot be read ({why})")
     for sha, content in sorted(snapshot.payloads.items()):

@@ -4,6 +4,7 @@ independent check of the signatures with openssl following docs/audit-format.md 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -506,9 +508,34 @@ def _store_delete_artefact(d: Path) -> str:
     return f"leaf 0: names artefact {sha}"
 
 
+def _store_delete_payload(d: Path) -> str:
+    # A body erased outside `guichet audit purge`: its row and its key gone, no sealed purge.
+    leaf, sha = next(
+        (index, sha)
+        for index, record in (
+            (r[0], json.loads(r[1]))
+            for r in _all(d, "SELECT leaf_index, record FROM evidence ORDER BY leaf_index")
+        )
+        if record["event"] == "exchange.accepted"
+        for sha in [record["inbound"]["sha256"]]
+    )
+    _sql(
+        d,
+        ("DELETE FROM payload_keys WHERE sha256 = ?", (sha,)),
+        ("DELETE FROM payloads WHERE sha256 = ?", (sha,)),
+    )
+    return f"leaf {leaf}: payload {sha} is neither kept nor erased by a sealed purge"
+
+
+def _all(data_dir: Path, query: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(data_dir / "guichet.db")) as conn:
+        return conn.execute(query).fetchall()
+
+
 @pytest.mark.parametrize(
     "tamper",
     [
+        _store_delete_payload,
         _store_flip_record,
         _store_delete_record,
         _store_reorder,
