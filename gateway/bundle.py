@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,7 @@ def _moment(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.now().astimezone().tzinfo)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # as replay and purge read it
 
 
 def resolve_range(leaves: Sequence[LeafRow], start: str | None, end: str | None) -> tuple[int, int]:
