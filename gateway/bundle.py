@@ -174,8 +174,9 @@ class StoreSnapshot:
     leaves: list[LeafRow]
     checkpoints: list[dict[str, Any]]  # tree_size, root_hash, time, key_id, signature[, token]
     artefacts: dict[str, tuple[str, bytes]]  # sha256 → (path, content)
-    # sha256 → the kept body, decrypted (see ``read_store``); empty without the master key.
-    payloads: dict[str, bytes] = field(default_factory=dict)
+    # sha256 → the SHA-256 of the kept body, decrypted (see ``read_store``; the bodies themselves
+    # are not held); empty without the master key.
+    payloads: dict[str, str] = field(default_factory=dict)
     # sha256 → why a kept body cannot be read (altered ciphertext or wrapped key, unknown key).
     unreadable: dict[str, str] = field(default_factory=dict)
     # the digests of every body kept (read or not): a named body must be kept or sealed purged.
@@ -220,7 +221,7 @@ def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
             r[0]: (r[1], bytes(r[2]))
             for r in conn.execute("SELECT sha256, path, content FROM artefacts")
         }
-        payloads: dict[str, bytes] = {}
+        payloads: dict[str, str] = {}
         unreadable: dict[str, str] = {}
         kept = {r[0] for r in conn.execute("SELECT sha256 FROM payloads")}
         if keyring is not None:
@@ -231,7 +232,7 @@ def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
                     unreadable[sha] = f"{exc.code}: {exc.detail}"
                     continue
                 if body is not None:
-                    payloads[sha] = body
+                    payloads[sha] = hashlib.sha256(body).hexdigest()
     except sqlite3.Error as exc:
         raise StoreError(f"{path} is not a readable store: {exc}", code="store.not-found") from exc
     finally:
@@ -881,8 +882,8 @@ def _verify_store(
                 )
     for sha, why in sorted(snapshot.unreadable.items()):
         raise _BadError(f"payload {sha}: cannot be read ({why})")
-    for sha, content in sorted(snapshot.payloads.items()):
-        if hashlib.sha256(content).hexdigest() != sha:
+    for sha, actual in sorted(snapshot.payloads.items()):
+        if actual != sha:
             raise _BadError(f"payload {sha}: content does not hash to its name")
         report.payloads += 1
 
