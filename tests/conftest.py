@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +34,23 @@ def quiet_hub(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator
         body_timeout_s=1.0,
     ) as running:
         yield running
+
+
+def post_applications(running: RunningHub, count: int) -> list[dict[str, Any]]:
+    """The portal's example application, ``count`` times with fresh message ids, each accepted
+    (202); the bodies sent."""
+    sent = []
+    with running.client("be-platform") as client:
+        for _ in range(count):
+            body = json.loads(
+                (EXAMPLES / "be-platform" / "application.submitted.json").read_bytes()
+            )
+            body["header"]["messageId"] = str(uuid.uuid4())
+            response = client.post(
+                "/v1/messages",
+                content=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            assert response.status_code == 202, response.text
+            sent.append(body)
+    return sent

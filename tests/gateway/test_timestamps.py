@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import sqlite3
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,9 @@ from gateway.checkpointer import Frontier
 from gateway.service.tls import client_ssl_context
 from gateway.store.sqlite import read_log
 from gateway.testing import RunningHub, capture_logs, running_hub
-from tests.conftest import EXAMPLES
+from tests.conftest import post_applications
 from tests.tsa import LocalTsa, free_port
 
-APPLICATION = EXAMPLES / "be-platform" / "application.submitted.json"
 QUIET = {"sandbox": False, "delivery_workers": 0}
 FAST_RETRY = {"tsa_backoff_s": 0.1, "tsa_backoff_cap_s": 0.4, "tsa_timeout_s": 5.0}
 
@@ -64,19 +61,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 60.0) -> bool:
 
 def send(hub: RunningHub, count: int = 1) -> list[str]:
     """Accepted applications (each a 202); their national numbers, to look for in logs."""
-    numbers = []
-    with hub.client("be-platform") as client:
-        for _ in range(count):
-            body = json.loads(APPLICATION.read_bytes())
-            body["header"]["messageId"] = str(uuid.uuid4())
-            response = client.post(
-                "/v1/messages",
-                content=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            assert response.status_code == 202, response.text
-            numbers.append(body["application"]["applicant"]["nationalRegisterNumber"])
-    return numbers
+    return [
+        body["application"]["applicant"]["nationalRegisterNumber"]
+        for body in post_applications(hub, count)
+    ]
 
 
 def statement_of(checkpoint: dict[str, Any]) -> bytes:

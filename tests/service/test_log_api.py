@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +30,10 @@ from gateway.service.log import LogTree
 from gateway.service.tls import client_ssl_context
 from gateway.store.sqlite import SqliteStore
 from gateway.testing import RunningHub, running_hub
-from tests.conftest import EXAMPLES
+from tests.conftest import post_applications
 
 pytestmark = pytest.mark.slow
 
-APPLICATION = EXAMPLES / "be-platform" / "application.submitted.json"
 ROUTES = (
     "/v1/log/checkpoint",
     "/v1/log/proof/inclusion?index=0",
@@ -60,16 +58,8 @@ class LogHub:
 
 
 def _send(running: RunningHub, count: int) -> None:
+    post_applications(running, count)
     with running.client("be-platform") as client:
-        for _ in range(count):
-            body = json.loads(APPLICATION.read_bytes())
-            body["header"]["messageId"] = str(uuid.uuid4())
-            response = client.post(
-                "/v1/messages",
-                content=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            assert response.status_code == 202, response.text
         # A refused message is sealed too (exchange.rejected): the log holds both kinds.
         refused = client.post(
             "/v1/messages", content=b"{", headers={"Content-Type": "application/json"}
