@@ -14,6 +14,7 @@ functions (``MerkleTree.inclusion_proof``, ``MerkleTree.consistency_proof``,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -243,14 +244,7 @@ def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
 def sign_checkpoint(leaves: Sequence[LeafRow], signer: HubSigner, now: str) -> dict[str, Any]:
     """A checkpoint of ``leaves`` (size, root, time), signed as ``Hub.checkpoint`` signs one."""
     root = evidence.merkle_root([leaf.leaf_hash for leaf in leaves]).hex()
-    statement = evidence.checkpoint_statement(len(leaves), root, now, signer.key_id)
-    return {
-        "tree_size": len(leaves),
-        "root_hash": root,
-        "time": now,
-        "key_id": signer.key_id,
-        "signature": signer.sign(statement),
-    }
+    return dataclasses.asdict(evidence.sign_checkpoint(signer, len(leaves), root, now))
 
 
 # -- export ---------------------------------------------------------------------------------------

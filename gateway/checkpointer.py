@@ -152,8 +152,7 @@ class Checkpointer:
         size = self.frontier.size
         root = self.frontier.root().hex()
         now = iso(utc_now())
-        statement = evidence.checkpoint_statement(size, root, now, self.signer.key_id)
-        checkpoint = Checkpoint(size, root, now, self.signer.key_id, self.signer.sign(statement))
+        checkpoint = evidence.sign_checkpoint(self.signer, size, root, now)
         timestamped = self.timestamped
 
         def work(unit: UnitOfWork) -> None:

@@ -150,6 +150,13 @@ class Checkpoint:
     signature: str  # base64 DER
 
 
+def sign_checkpoint(signer: HubSigner, tree_size: int, root_hex: str, time: str) -> Checkpoint:
+    """A signed tree head: the hub's signature over ``checkpoint_statement`` (the one way every
+    checkpoint is signed: on demand, in the background, before an export)."""
+    statement = checkpoint_statement(tree_size, root_hex, time, signer.key_id)
+    return Checkpoint(tree_size, root_hex, time, signer.key_id, signer.sign(statement))
+
+
 class HubSigner:
     """The hub's evidence key: signs receipts and checkpoints, verifies them."""
 

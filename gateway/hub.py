@@ -240,13 +240,9 @@ class Hub:
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current tree head (size, root, time) and keep it."""
-        leaves = self.store.leaves()
-        root = evidence.merkle_root([leaf.leaf_hash for leaf in leaves]).hex()
-        now = iso(utc_now())
-        statement = evidence.checkpoint_statement(len(leaves), root, now, self.signer.key_id)
-        checkpoint = Checkpoint(
-            len(leaves), root, now, self.signer.key_id, self.signer.sign(statement)
-        )
+        hashes = self.store.leaf_hashes(0, self.store.leaf_count())
+        root = evidence.merkle_root(hashes).hex()
+        checkpoint = evidence.sign_checkpoint(self.signer, len(hashes), root, iso(utc_now()))
         self.store.write(
             lambda unit: unit.add_checkpoint(
                 checkpoint.tree_size,
