@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -252,10 +252,9 @@ def sign_checkpoint(leaves: Sequence[LeafRow], signer: HubSigner, now: str) -> d
 
 def _moment(text: str) -> datetime | None:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return evidence.parse_moment(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # as replay and purge read it
 
 
 def resolve_range(leaves: Sequence[LeafRow], start: str | None, end: str | None) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -202,6 +203,13 @@ def verify_signature(
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 time as the evidence writes them (``Z`` allowed); a time without a
+    zone is UTC. Raises ``ValueError``."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def digest(data: bytes) -> str:

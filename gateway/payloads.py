@@ -192,13 +192,11 @@ def purged_error(sha256: str, purged_at: str, leaf_index: int) -> PayloadPurgedE
 def parse_before(text: str, now: datetime | None = None) -> datetime:
     """``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 date-time; never later than now."""
     try:
-        moment = datetime.fromisoformat(text)
+        moment = evidence.parse_moment(text)
     except ValueError as exc:
         raise ConfigurationError(
             f"--before {text!r}: expected a date (2026-01-31) or a date-time (2026-01-31T00:00:00Z)"
         ) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     if moment > (now or datetime.now(UTC)):
         raise ConfigurationError(
             f"--before {text}: a date in the future would erase bodies still within retention"

@@ -112,18 +112,17 @@ def parse_bound(text: str, *, end: bool) -> Bound:
             return Bound(
                 moment=start + timedelta(days=1) - timedelta(microseconds=1) if end else start
             )
-        moment = datetime.fromisoformat(text)
+        moment = evidence.parse_moment(text)
     except ValueError:
         raise ConfigurationError(
             f"{text!r} is neither a leaf index nor a time (RFC 3339, e.g. 2026-11-27T10:00:00Z)",
             code="config.invalid",
         ) from None
-    return Bound(moment=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return Bound(moment=moment)
 
 
 def _moment(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return evidence.parse_moment(text)
 
 
 def _within(leaf: LeafRow, record: Mapping[str, Any], start: Bound, end: Bound) -> bool:

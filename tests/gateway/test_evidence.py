@@ -108,3 +108,18 @@ def test_canonical_json_matches_the_reference_implementation(value: object) -> N
     import rfc8785
 
     assert evidence.canonical_json(value) == bytes(rfc8785.dumps(value))
+
+
+def test_times_are_read_one_way_a_zoneless_one_as_utc() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from gateway.evidence import parse_moment
+
+    assert parse_moment("2026-11-27T10:00:00Z") == datetime(2026, 11, 27, 10, tzinfo=UTC)
+    assert parse_moment("2026-11-27T10:00:00") == datetime(2026, 11, 27, 10, tzinfo=UTC)
+    assert parse_moment("2026-11-27T11:00:00+01:00") == datetime(
+        2026, 11, 27, 11, tzinfo=timezone(timedelta(hours=1))
+    )
+    assert parse_moment("2026-11-27") == datetime(2026, 11, 27, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parse_moment("yesterday")
