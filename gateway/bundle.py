@@ -410,10 +410,13 @@ def export_bundle(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, content in [(MANIFEST, _json(manifest)), *sorted(files.items())]:
-            archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), content, zipfile.ZIP_DEFLATED)
-    partial.replace(out)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, content in [(MANIFEST, _json(manifest)), *sorted(files.items())]:
+                archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), content, zipfile.ZIP_DEFLATED)
+        partial.replace(out)  # a bundle appears whole or not at all
+    finally:
+        partial.unlink(missing_ok=True)
     return manifest
 
 
