@@ -14,6 +14,7 @@ functions (``MerkleTree.inclusion_proof``, ``MerkleTree.consistency_proof``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -23,7 +24,7 @@ import sqlite3
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from gateway.errors import (
 from gateway.evidence import HubSigner
 from gateway.payloads import Keyring
 from gateway.store import LeafRow
-from gateway.store.sqlite import _payload
+from gateway.store.sqlite import _leaves, _payload
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -197,13 +198,7 @@ def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
         raise StoreError(f"no store at {path}", code="store.not-found")
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        leaves = [
-            LeafRow(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5])
-            for r in conn.execute(
-                "SELECT leaf_index, leaf_hash, record, signed_at, key_id, signature"
-                " FROM evidence ORDER BY leaf_index"
-            )
-        ]
+        leaves = _leaves(conn)
         cursor = conn.execute("SELECT * FROM checkpoints ORDER BY tree_size")
         names = [d[0] for d in cursor.description]
         checkpoints = [dict(zip(names, row, strict=True)) for row in cursor]
@@ -564,18 +559,25 @@ def verify_bundle(
     ``check_timestamp``: how to check an RFC 3161 token, when the bundle carries any.
     """
     report = VerifyReport()
-    try:
+    with _first_failure(report, "bundle"):
         archive = _Archive(path)
         with archive.zip:
             _verify_bundle(archive, report, trusted_ca, check_timestamp)
             if against is not None:
                 _verify_against(archive, path, against, report, trusted_ca)
+    return report
+
+
+@contextlib.contextmanager
+def _first_failure(report: VerifyReport, what: str) -> Iterator[None]:
+    """Stop at the first bad item and put it in ``report``: a named one (``_BadError``), or a
+    value of the wrong kind where the format says what it must be (``<what>: malformed``)."""
+    try:
+        yield
     except _BadError as bad:
         report.problems.append(str(bad))
     except (TypeError, ValueError, KeyError, AttributeError, subprocess.SubprocessError) as exc:
-        # A value of the wrong kind where the format says what it must be: the bundle is bad.
-        report.problems.append(f"bundle: malformed ({type(exc).__name__}: {exc})")
-    return report
+        report.problems.append(f"{what}: malformed ({type(exc).__name__}: {exc})")
 
 
 def _verify_bundle(
@@ -799,12 +801,8 @@ def verify_store(
     report.log_id = key_id_of(certificate)
     if not report.ok:
         return report
-    try:
+    with _first_failure(report, "store"):
         _verify_store(snapshot, report, list(trusted), check_timestamp)
-    except _BadError as bad:
-        report.problems.append(str(bad))
-    except (TypeError, ValueError, KeyError, AttributeError, subprocess.SubprocessError) as exc:
-        report.problems.append(f"store: malformed ({type(exc).__name__}: {exc})")
     return report
 
 
