@@ -173,7 +173,7 @@ def test_the_hub_does_not_start_without_its_master_key(tmp_path: Path) -> None:
         Hub.open(config, pki=pki)
     assert str(pki.payload_key) in caught.value.detail
     assert "guichet certs init" in caught.value.detail
-    assert not config.database.exists()  # refused before anything was opened
+    assert not (config.data_dir / "guichet.db").exists()  # refused before anything was opened
 
 
 @pytest.mark.parametrize("size", [0, 16, 33])
@@ -428,7 +428,7 @@ def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Pa
         digests += [o["sha256"] for o in accepted["outbound"]]
         for digest in digests:
             assert sha(store.payload(digest) or b"") == digest
-    database = HubConfig.load(Settings(data_dir=data_dir)).database
+    database = HubConfig.load(Settings(data_dir=data_dir)).data_dir / "guichet.db"
     [(kept,)] = raw(database, "SELECT COUNT(*) FROM payloads")
     data = files_bytes(database)
     assert NATIONAL_NUMBER.encode() not in data

@@ -18,7 +18,7 @@ def _put(name: str) -> Any:
 
 
 def _count(store: SqliteStore) -> int:
-    return int(store._reader().execute("SELECT COUNT(*) FROM artefacts").fetchone()[0])
+    return len(store.artefacts())
 
 
 def test_a_failing_unit_leaves_nothing_and_harms_no_other(tmp_path: Path) -> None:
