@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
         " replicas sharing one PostgreSQL store form one hub",
     )
 
+    serve.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="PARTY=URL",
+        help="deliver to this party at URL instead of parties.toml's endpoint (repeatable)",
+    )
+
     db = commands.add_parser("db", help="the store")
     db_cmd = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_cmd.add_parser("upgrade", help="create the store, or bring it to this version")
@@ -171,6 +179,13 @@ def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untype
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _pair(given: str, option: str) -> tuple[str, str]:
+    name, sep, value = given.partition("=")
+    if not sep or not name or not value:
+        raise ConfigurationError(f"{option} {given!r}: expected NAME=VALUE")
+    return name, value
+
+
 def _where(url: str) -> str:
     """A store's address as it may be printed (a file, or a URL without its password)."""
     from gateway.store import sqlite_path
@@ -217,8 +232,9 @@ def _run(args: argparse.Namespace) -> int:
             _settings(args.data_dir, host=args.host, port=args.port, store=args.store)
         )
         configure_logging(config.settings.log_level)
+        endpoints = dict(_pair(given, "--endpoint") for given in args.endpoint)
         # Keys are loaded, never made here: `guichet certs init` writes a development set.
-        hub = Hub.open(config)
+        hub = Hub.open(config, endpoints=endpoints)
         pki = DevPki.at(config.pki_dir)
         hub.start()
         try:

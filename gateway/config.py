@@ -174,6 +174,9 @@ class PartyRegistry:
 
     def with_endpoints(self, endpoints: Mapping[str, str]) -> PartyRegistry:
         """The same parties with some endpoints replaced (sandbox, tests)."""
+        unknown = sorted(set(endpoints) - set(self.parties))
+        if unknown:
+            raise ConfigurationError(f"no party {', '.join(unknown)} in parties.toml")
         parties = {
             pid: replace(p, endpoint=endpoints.get(pid, p.endpoint))
             for pid, p in self.parties.items()
