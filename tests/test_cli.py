@@ -12,18 +12,7 @@ import httpx
 from gateway.certs import DevPki
 from gateway.config import load_parties
 from gateway.service.tls import client_ssl_context
-from tests.conftest import HOME
-
-
-def guichet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.conftest import HOME, guichet
 
 
 def test_certs_init_writes_a_pki_and_refuses_to_overwrite_it(tmp_path: Path) -> None:

@@ -173,7 +173,7 @@ class Store(Protocol):
 
 def default_url(data_dir: Path) -> str:
     """The store of a data dir when none is configured: the embedded SQLite file."""
-    return f"sqlite:///{(data_dir / 'guichet.db').resolve()}"
+    return f"sqlite://{(data_dir / 'guichet.db').resolve().as_posix()}"  # sqlite:///abs/path
 
 
 def sqlite_path(url: str) -> Path | None:
