@@ -156,8 +156,11 @@ class SqlUnit:
     def _x(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
         return self.conn.execute(self.dialect.sql(statement), params)
 
-    def next_leaf_index(self) -> int:
+    def lock_log(self) -> None:
         self.dialect.lock(self.conn, LEAVES)
+
+    def next_leaf_index(self) -> int:
+        self.lock_log()
         row = self._x("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM evidence").fetchone()
         return int(row[0])
 

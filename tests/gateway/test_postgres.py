@@ -223,3 +223,32 @@ def test_the_log_of_a_postgresql_hub_verifies_from_its_database(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "5 leaves" in done.stdout
+
+
+def test_a_message_id_sealed_by_two_replicas_at_once_is_sealed_once(
+    replicas: list[SqlStore],
+) -> None:
+    """What ``pipeline.seal`` does first (lock the log, then look the id up) makes the second
+    replica see the first one's message: a duplicate answered, not a key violation (503)."""
+    message_id = str(uuid.uuid4())
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def seal(unit: Any) -> str:
+        unit.lock_log()
+        if unit.message(message_id) is not None:
+            return "duplicate"
+        row = MessageRow(message_id, "be-platform", "t", "case", "tr", None, "2026", "d", 0, "{}")
+        unit.insert_message(row)
+        return "accepted"
+
+    def run(store: SqlStore) -> None:
+        barrier.wait()
+        outcomes.append(store.write(seal))
+
+    threads = [threading.Thread(target=run, args=(store,)) for store in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["accepted", "duplicate"]
