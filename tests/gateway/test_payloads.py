@@ -438,7 +438,7 @@ def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Pa
     for digest in digests:
         with pytest.raises(PayloadPurgedError, match="purged"):
             read_payload(database, digest, keys)
-    store = SqlStore(database, keys)
+    store = open_store(None, data_dir, keys)
     try:
         assert store.payload_digests() == []
         record = json.loads(store.leaves()[-1].record)
