@@ -26,6 +26,8 @@ How a reply is read::
     2xx, anything else (not XML, not an envelope, another element)       → failed
     any other status without a Fault                                     → classify(status)
 
+A 429 or 503 (with or without a Fault) that is retried gives its ``Retry-After`` to the outbox.
+
 Replies are parsed with the hub's hardened parser (``gateway.xml.parse_xml``), never by zeep's.
 """
 
@@ -46,7 +48,7 @@ from zeep.transports import Transport
 from zeep.wsdl import Document
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
-from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, classify
+from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, Reply, classify, retry_after
 from gateway.errors import ConfigurationError, GatewayError, ParseError, UnknownMessageTypeError
 from gateway.namespaces import HUB_NS
 from gateway.xml import (
@@ -370,13 +372,13 @@ class SoapAdapter(BaseAdapter):
         )
         self._client = self._http_client()
 
-    def _send(self, outbound: Outbound) -> tuple[Outcome, int | None, bytes, str]:
+    def _send(self, outbound: Outbound) -> Reply:
         try:
             payload = parse_xml(outbound.body)
             operation = self.wsdl.operation_for(payload)
         except GatewayError as exc:
             # The hub produced a body this receiver has no operation for: no retry will help.
-            return "rejected", None, b"", f"{exc.code}: {exc.detail}"
+            return Reply("rejected", None, b"", f"{exc.code}: {exc.detail}")
         envelope = build_envelope(
             payload,
             {"MessageId": outbound.message_id, "TraceId": outbound.trace_id},
@@ -387,7 +389,8 @@ class SoapAdapter(BaseAdapter):
             headers["SOAPAction"] = f'"{operation.soap_action}"'
         response = self._client.post(self.config.endpoint, content=envelope, headers=headers)
         outcome, detail = _outcome(operation, response)
-        return outcome, response.status_code, response.content, detail
+        later = retry_after(response) if outcome == "failed" else None
+        return Reply(outcome, response.status_code, response.content, detail, later)
 
     def close(self) -> None:
         self._client.close()

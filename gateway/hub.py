@@ -27,7 +27,7 @@ from adapters.soap import Wsdl
 from gateway import evidence
 from gateway.certs import DevPki, TlsFiles
 from gateway.checkpointer import Checkpointing
-from gateway.config import HubConfig, PartyRegistry
+from gateway.config import HubConfig, PartyRegistry, Settings
 from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.mapping import MappingSet
@@ -91,6 +91,12 @@ class Metrics:
             ["receiver", "state"],
             registry=self.registry,
         )
+        self.circuit_open = Gauge(
+            "guichet_circuit_open",
+            "1 while a receiver's circuit is open (its deliveries wait), else 0",
+            ["receiver"],
+            registry=self.registry,
+        )
 
 
 class Hub:
@@ -127,16 +133,15 @@ class Hub:
             store,
             adapters,
             signer,
-            RetryPolicy(
-                max_attempts=config.settings.delivery_max_attempts,
-                max_age_s=config.settings.delivery_max_age_s,
-                backoff_s=config.settings.delivery_backoff_s,
-                backoff_cap_s=config.settings.delivery_backoff_cap_s,
-            ),
+            RetryPolicy.configured(config.settings),
+            policies=delivery_policies(config.settings, parties),
             workers=config.settings.delivery_workers,
             on_outcome=lambda receiver, state: self.metrics.deliveries.labels(
                 receiver, state
             ).inc(),
+            on_circuit=lambda receiver, is_open: self.metrics.circuit_open.labels(receiver).set(
+                int(is_open)
+            ),
         )
         # Checkpoints every N s / M records, and their RFC 3161 timestamps: background threads.
         self.checkpointing = Checkpointing(store, signer, config.settings, self.metrics.registry)
@@ -174,6 +179,7 @@ class Hub:
         # The master key that wraps each kept body's data key (and older ones, after a rotation).
         keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
         store = SqliteStore(config.database, keyring)
+        policies = delivery_policies(config.settings, parties)
         adapters = {
             party.id: load_adapter(party.protocol)(
                 ReceiverConfig(
@@ -185,6 +191,7 @@ class Hub:
                     client_cert=tls.cert,
                     client_key=tls.key,
                     ca=tls.ca,
+                    timeout_s=policies[party.id].timeout_s,
                 )
             )
             for party in parties.parties.values()
@@ -253,6 +260,14 @@ class Hub:
             )
         )
         return checkpoint
+
+
+def delivery_policies(settings: Settings, parties: PartyRegistry) -> dict[str, RetryPolicy]:
+    """Each receiver's delivery policy: its ``[parties.<id>.delivery]``, else the settings'."""
+    return {
+        party.id: RetryPolicy.configured(settings, party.delivery)
+        for party in parties.parties.values()
+    }
 
 
 def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:
