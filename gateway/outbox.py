@@ -36,6 +36,8 @@ __all__ = [
     "CircuitBreaker",
     "Outbox",
     "RetryPolicy",
+    "check_listing",
+    "delivery_entry",
     "delivery_status",
     "discard",
     "requeue",
@@ -540,3 +542,34 @@ def delivery_status(row: DeliveryRow) -> dict[str, Any]:
         "discardedAt": row.discarded_at if state == "discarded" else None,
         "reason": row.discard_reason if state == "discarded" else None,
     }
+
+
+def delivery_entry(row: DeliveryRow) -> dict[str, Any]:
+    """A delivery as the operator lists it: its ids, its case, and its status."""
+    return {
+        "id": row.id,
+        "messageId": row.message_id,
+        "subject": row.subject,
+        **delivery_status(row),
+    }
+
+
+MAX_LISTING = 1000
+
+
+def check_listing(state: str | None, limit: int | str | None) -> int:
+    """Check a listing's filters; the limit as a number (default 100, at most 1000).
+    ``OutboxError`` (``outbox.invalid``) for an unknown state or a bad limit."""
+    if state is not None and state not in DELIVERY_STATES:
+        raise OutboxError(
+            f"unknown state {state!r}: one of {', '.join(DELIVERY_STATES)}", code="outbox.invalid"
+        )
+    if limit is None:
+        return 100
+    try:
+        number = int(limit)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_LISTING:
+        raise OutboxError(f"limit must be 1 to {MAX_LISTING}", code="outbox.invalid")
+    return number
