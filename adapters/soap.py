@@ -17,6 +17,7 @@ A WSDL that binds one operation in both versions is called in the version the ad
 
 How a reply is read::
 
+    HTTP 408, 425, 429 (a throttle: whatever Fault comes with it)         → failed
     SOAP 1.1 Fault *:Client (Client.*), MustUnderstand, VersionMismatch   → rejected
     SOAP 1.2 Fault env:Sender, MustUnderstand, VersionMismatch,
                    DataEncodingUnknown                                   → rejected
@@ -402,6 +403,9 @@ class Soap12Adapter(SoapAdapter):
     prefer: ClassVar[SoapVersion] = "1.2"
 
 
+_NOT_NOW = frozenset({408, 425, 429})
+
+
 def _outcome(operation: SoapOperation, response: httpx.Response) -> tuple[Outcome, str]:
     status = response.status_code
     try:
@@ -413,7 +417,9 @@ def _outcome(operation: SoapOperation, response: httpx.Response) -> tuple[Outcom
         return classify(status), f"HTTP {status} {response.reason_phrase}".rstrip()
     fault = soap_fault_of(payload)
     if fault is not None:
-        outcome: Outcome = "rejected" if fault.permanent else "failed"
+        # 408, 425 and 429 say "not now" whatever the Fault says: the message may be right.
+        permanent = fault.permanent and status not in _NOT_NOW
+        outcome: Outcome = "rejected" if permanent else "failed"
         return outcome, f"SOAP Fault {fault.code}: {fault.string}"
     if not 200 <= status < 300:
         return classify(status), f"HTTP {status} {response.reason_phrase}".rstrip()
