@@ -13,12 +13,16 @@ import pytest
 
 from adapters import DeliveryResult, Outbound
 from gateway.certs import init_dev_pki, write_master_key
+from gateway.config import Settings, load_parties
+from gateway.errors import ConfigurationError
 from gateway.evidence import HubSigner
-from gateway.outbox import Outbox, RetryPolicy, iso
+from gateway.hub import delivery_policies
+from gateway.outbox import CircuitBreaker, Outbox, RetryPolicy, iso
 from gateway.payloads import Keyring
 from gateway.store import MessageRow
 from gateway.store.sqlite import SqliteStore
 
+HOME = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SECRET = "85073003328"  # a national number a receiver might quote back
 BODY_SHA = hashlib.sha256(b"{}").hexdigest()
@@ -195,3 +199,157 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert 1.6 <= delays[1] <= 2.4
     assert 3.2 <= delays[2] <= 4.8
     assert all(48 <= d <= 72 for d in delays[3:])
+
+
+# -- Retry-After, per-party policy ----------------------------------------------------------------
+
+
+def test_retry_after_is_a_floor_capped_by_the_backoff_cap() -> None:
+    policy = RetryPolicy(backoff_s=1.0, backoff_cap_s=600.0, jitter=0.0)
+    assert policy.next_attempt(1, T0, retry_after_s=120.0) == T0 + timedelta(seconds=120)
+    # A Retry-After shorter than the backoff changes nothing: the backoff is kept.
+    assert policy.next_attempt(8, T0, retry_after_s=1.0) == T0 + timedelta(seconds=128)
+    # A receiver asking for a day waits the cap only.
+    assert policy.next_attempt(1, T0, retry_after_s=86400.0) == T0 + timedelta(seconds=600)
+
+
+def test_no_attempt_is_put_off_past_the_max_age() -> None:
+    policy = RetryPolicy(backoff_s=1.0, backoff_cap_s=3600.0, jitter=0.0, max_age_s=7200.0)
+    accepted = T0 - timedelta(seconds=7000)  # 200 s of its age left
+    at = policy.next_attempt(1, T0, retry_after_s=3000.0, accepted_at=accepted)
+    assert at == accepted + timedelta(seconds=7200)
+
+
+def test_a_failure_with_retry_after_waits_and_says_so(
+    store: SqliteStore, signer: HubSigner
+) -> None:
+    clock = Clock()
+    throttled = DeliveryResult("failed", 429, b"", "HTTP 429", 1.0, retry_after_s=30.0)
+    adapter = ScriptedAdapter(throttled, result("delivered", 202))
+    box = outbox(store, signer, adapter, clock, backoff_s=1.0, jitter=0.0)
+    assert box.run_once() == 1
+    (failed,) = events(store)
+    assert failed["nextAttemptAt"] == iso(T0 + timedelta(seconds=30))
+    assert failed["retryAfter"] == 30
+    assert store.deliveries("m1")[0].next_attempt_at == iso(T0 + timedelta(seconds=30))
+    clock.now += timedelta(seconds=29)
+    assert box.run_once() == 0  # the backoff alone (1 s) would have let it go
+    clock.now += timedelta(seconds=1)
+    assert box.run_once() == 1
+    assert store.deliveries("m1")[0].state == "delivered"
+
+
+def test_the_receivers_own_policy_is_used(store: SqliteStore, signer: HubSigner) -> None:
+    clock = Clock()
+    adapter = ScriptedAdapter(*[result("failed", 503)] * 2)
+    box = Outbox(
+        store,
+        {"be-vlg-wse": adapter},  # type: ignore[dict-item]
+        signer,
+        RetryPolicy(max_attempts=100, backoff_s=1.0),
+        policies={"be-vlg-wse": RetryPolicy(max_attempts=2, backoff_s=1.0)},
+        clock=clock,
+    )
+    box.run_once()
+    clock.now += timedelta(hours=1)
+    box.run_once()
+    assert store.deliveries("m1")[0].state == "dead"  # after 2 attempts, not 100
+
+
+def parties_toml(tmp_path: Path, delivery: str) -> Path:
+    text = (HOME / "parties.toml").read_text()
+    marker = "[parties.be-bru-bee]\n"
+    path = tmp_path / "parties.toml"
+    path.write_text(text.replace(marker, f"{delivery}\n{marker}", 1))
+    return path
+
+
+def test_a_party_delivery_table_overrides_the_settings(tmp_path: Path) -> None:
+    table = "[parties.be-wal-spw.delivery]\nmax_attempts = 7\nbackoff_cap_s = 60\ntimeout_s = 50\n"
+    parties = load_parties(parties_toml(tmp_path, table))
+    settings = Settings(delivery_backoff_s=2.0, delivery_circuit_failures=9)
+    policies = delivery_policies(settings, parties)
+    wallonia, flanders = policies["be-wal-spw"], policies["be-vlg-wse"]
+    assert (wallonia.max_attempts, wallonia.backoff_cap_s, wallonia.timeout_s) == (7, 60.0, 50.0)
+    assert (wallonia.backoff_s, wallonia.circuit_failures) == (2.0, 9)  # from the settings
+    assert wallonia.lease_s == 200.0  # a lease outlasts four timeouts
+    assert (flanders.max_attempts, flanders.timeout_s, flanders.lease_s) == (100, 10.0, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ("max_attempt = 3", "unknown keys ['max_attempt']"),
+        ("max_attempts = 2.5", "max_attempts must be a whole number"),
+        ("max_attempts = true", "max_attempts must be a whole number"),
+        ("backoff_s = -1", "backoff_s must be positive"),
+        ("timeout_s = '10'", "timeout_s must be a number"),
+        ("jitter = 1.5", "jitter must be in [0, 1)"),
+    ],
+)
+def test_a_bad_delivery_table_is_refused_at_load(tmp_path: Path, table: str, words: str) -> None:
+    path = parties_toml(tmp_path, f"[parties.be-wal-spw.delivery]\n{table}\n")
+    with pytest.raises(ConfigurationError, match="be-wal-spw") as raised:
+        load_parties(path)
+    assert words in raised.value.detail
+
+
+# -- circuit breaker --------------------------------------------------------------------------
+
+
+def breaker(**policy: float) -> tuple[CircuitBreaker, list[tuple[str, bool]]]:
+    changes: list[tuple[str, bool]] = []
+    chosen = RetryPolicy(**policy)  # type: ignore[arg-type]
+    return CircuitBreaker(lambda _: chosen, lambda r, o: changes.append((r, o))), changes
+
+
+def test_the_circuit_opens_after_n_failures_in_a_row() -> None:
+    circuits, changes = breaker(circuit_failures=3, circuit_cooldown_s=30.0)
+    for _ in range(2):
+        circuits.record("r", "down", T0, probe=False)
+    circuits.record("r", "up", T0, probe=False)  # an answer resets the count
+    for _ in range(2):
+        circuits.record("r", "down", T0, probe=False)
+    assert circuits.excluded(T0) == []
+    circuits.record("r", "down", T0, probe=False)
+    assert circuits.excluded(T0) == ["r"]
+    assert circuits.state("r", T0 + timedelta(seconds=29)) == "open"
+    assert changes == [("r", True)]
+
+
+def test_half_open_lets_one_probe_through_then_closes() -> None:
+    circuits, changes = breaker(circuit_failures=1, circuit_cooldown_s=30.0)
+    circuits.record("r", "down", T0, probe=False)
+    later = T0 + timedelta(seconds=30)
+    assert circuits.excluded(later) == []  # half-open: a row may be claimed …
+    assert circuits.claimed("r") is True  # … and it is the probe
+    assert circuits.excluded(later) == ["r"]  # no second one while it is in hand
+    circuits.record("r", "up", later, probe=True)
+    assert circuits.state("r", later) == "closed"
+    assert circuits.excluded(later) == []
+    assert circuits.claimed("r") is False
+    assert changes == [("r", True), ("r", False)]
+
+
+def test_a_failed_probe_reopens_for_twice_the_cooldown_up_to_the_cap() -> None:
+    circuits, _ = breaker(circuit_failures=1, circuit_cooldown_s=30.0, circuit_cooldown_cap_s=100.0)
+    circuits.record("r", "down", T0, probe=False)
+    now = T0
+    for cooldown in (30, 60, 100, 100):
+        assert circuits.state("r", now + timedelta(seconds=cooldown - 1)) == "open"
+        now += timedelta(seconds=cooldown)
+        assert circuits.excluded(now) == []
+        assert circuits.claimed("r")
+        circuits.record("r", "down", now, probe=True)
+    assert circuits.excluded(now) == ["r"]
+
+
+def test_a_probe_that_says_nothing_frees_the_half_open_circuit() -> None:
+    circuits, _ = breaker(circuit_failures=1, circuit_cooldown_s=10.0)
+    circuits.record("r", "down", T0, probe=False)
+    later = T0 + timedelta(seconds=10)
+    assert circuits.excluded(later) == []
+    assert circuits.claimed("r")
+    circuits.record("r", "neither", later, probe=True)  # e.g. a purged payload: no call made
+    assert circuits.state("r", later) == "half-open"
+    assert circuits.excluded(later) == []
