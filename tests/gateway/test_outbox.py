@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,12 +15,20 @@ import pytest
 from adapters import DeliveryResult, Outbound
 from gateway.certs import init_dev_pki, write_master_key
 from gateway.config import Settings, load_parties
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, NotFoundError, OutboxError
 from gateway.evidence import HubSigner
 from gateway.hub import delivery_policies
-from gateway.outbox import CircuitBreaker, Outbox, RetryPolicy, iso
+from gateway.outbox import (
+    CircuitBreaker,
+    Outbox,
+    RetryPolicy,
+    delivery_status,
+    discard,
+    iso,
+    requeue,
+)
 from gateway.payloads import Keyring
-from gateway.store import MessageRow
+from gateway.store import DeliveryRow, MessageRow
 from gateway.store.sqlite import SqliteStore
 
 HOME = Path(__file__).resolve().parents[2]
@@ -353,3 +362,203 @@ def test_a_probe_that_says_nothing_frees_the_half_open_circuit() -> None:
     circuits.record("r", "neither", later, probe=True)  # e.g. a purged payload: no call made
     assert circuits.state("r", later) == "half-open"
     assert circuits.excluded(later) == []
+
+
+# -- with the store: circuit, order per case, dead letters ----------------------------------------
+
+
+def add_message(
+    store: SqliteStore, message_id: str, subject: str, receiver: str = "be-vlg-wse"
+) -> None:
+    def work(unit: object) -> None:
+        unit.insert_message(  # type: ignore[attr-defined]
+            MessageRow(
+                message_id, "be-platform", "t", subject, "t", None, iso(T0), "b" * 64, 0, "{}"
+            )
+        )
+        unit.add_delivery(message_id, receiver, BODY_SHA, "application/json", iso(T0))  # type: ignore[attr-defined]
+
+    store.write(work)
+
+
+def test_an_open_circuit_holds_its_receivers_rows_only(
+    store: SqliteStore, signer: HubSigner
+) -> None:
+    clock = Clock()
+    add_message(store, "m2", "SP-2")
+    add_message(store, "w1", "SP-3", receiver="be-wal-spw")
+    flanders = ScriptedAdapter(
+        result("failed", 503), result("failed", 503), result("delivered", 202)
+    )
+    wallonia = ScriptedAdapter(result("delivered", 202))
+    policy = RetryPolicy(backoff_s=0.001, jitter=0.0, circuit_failures=2, circuit_cooldown_s=60.0)
+    changes: list[tuple[str, bool]] = []
+    box = Outbox(
+        store,
+        {"be-vlg-wse": flanders, "be-wal-spw": wallonia},  # type: ignore[dict-item]
+        signer,
+        policy,
+        clock=clock,
+        on_circuit=lambda r, o: changes.append((r, o)),
+    )
+    assert box.run_once() == 1  # m1 fails
+    assert box.run_once() == 1  # m2 fails: the circuit opens
+    assert changes == [("be-vlg-wse", True)]
+    clock.now += timedelta(seconds=1)  # both rows due again, but the circuit is open
+    assert box.run_once(limit=5) == 1  # only Wallonia's row
+    assert [c.receiver for c in wallonia.calls] == ["be-wal-spw"]
+    assert len(flanders.calls) == 2
+    clock.now += timedelta(seconds=60)  # half-open: one probe, which succeeds
+    assert box.run_once() == 1
+    assert changes == [("be-vlg-wse", True), ("be-vlg-wse", False)]
+    assert box.breaker.state("be-vlg-wse", clock.now) == "closed"
+    flanders.script.append(result("delivered", 202))
+    assert box.run_once() == 1  # closed: m2, held while the circuit was open, goes now
+    assert [c.message_id for c in flanders.calls] == ["m1", "m2", "m1", "m2"]
+    assert {d.state for m in ("m1", "m2") for d in store.deliveries(m)} == {"delivered"}
+
+
+def test_a_case_reaches_its_receiver_in_order(store: SqliteStore, signer: HubSigner) -> None:
+    clock = Clock()
+    add_message(store, "m2", "SP-1")  # the same case as m1, accepted after it
+    add_message(store, "m3", "SP-9")  # another case
+    adapter = ScriptedAdapter(
+        result("failed", 503),
+        result("delivered", 202),
+        result("delivered", 202),
+        result("delivered", 202),
+    )
+    box = outbox(store, signer, adapter, clock, backoff_s=10.0, jitter=0.0)
+    assert box.run_once() == 1  # m1 fails: retrying
+    clock.now += timedelta(seconds=1)
+    assert box.run_once(limit=5) == 1  # m3 goes; m2 waits behind m1
+    assert [c.message_id for c in adapter.calls] == ["m1", "m3"]
+    assert store.deliveries("m2")[0].state == "pending"
+    clock.now += timedelta(seconds=10)
+    assert box.run_once(limit=5) == 2
+    assert [c.message_id for c in adapter.calls] == ["m1", "m3", "m1", "m2"]
+
+
+def test_a_dead_delivery_does_not_hold_its_case(store: SqliteStore, signer: HubSigner) -> None:
+    clock = Clock()
+    add_message(store, "m2", "SP-1")
+    adapter = ScriptedAdapter(result("rejected", 400), result("delivered", 202))
+    box = outbox(store, signer, adapter, clock)
+    assert box.run_once(limit=5) == 2
+    assert [(c.message_id) for c in adapter.calls] == ["m1", "m2"]
+    assert store.deliveries("m1")[0].state == "dead"
+    assert store.deliveries("m2")[0].state == "delivered"
+
+
+OPERATOR = {"command": "test", "user": "tester"}
+
+
+def test_a_dead_letter_is_requeued_with_its_attempts(store: SqliteStore, signer: HubSigner) -> None:
+    clock = Clock()
+    adapter = ScriptedAdapter(result("rejected", 400), result("delivered", 202))
+    box = outbox(store, signer, adapter, clock)
+    box.run_once()
+    (dead,) = store.deliveries("m1")
+    clock.now += timedelta(hours=1)
+    row = requeue(store, signer, dead.id, by=OPERATOR, reason="fixed", now=clock.now)
+    assert (row.state, row.attempts, row.next_attempt_at) == ("pending", 1, iso(clock.now))
+    assert delivery_status(row)["nextAttemptAt"] == iso(clock.now)
+    assert box.run_once() == 1
+    assert store.deliveries("m1")[0].state == "delivered"
+    assert adapter.calls[-1].attempt == 2
+    requeued = events(store)[1]
+    assert requeued == {
+        "v": 1,
+        "event": "delivery.requeued",
+        "time": iso(clock.now),
+        "deliveryId": dead.id,
+        "messageId": "m1",
+        "receiver": "be-vlg-wse",
+        "attempts": 1,
+        "lastStatus": 400,
+        "reason": "fixed",
+        "by": OPERATOR,
+    }
+
+
+def test_only_a_dead_letter_may_be_requeued_or_discarded(
+    store: SqliteStore, signer: HubSigner
+) -> None:
+    (pending,) = store.deliveries("m1")
+    with pytest.raises(OutboxError) as raised:
+        requeue(store, signer, pending.id, by=OPERATOR)
+    assert (raised.value.code, raised.value.extra) == ("outbox.not-dead", {"state": "pending"})
+    with pytest.raises(OutboxError, match="only a dead letter"):
+        discard(store, signer, pending.id, by=OPERATOR, reason="no")
+    with pytest.raises(NotFoundError) as missing:
+        requeue(store, signer, 4242, by=OPERATOR)
+    assert missing.value.code == "outbox.not-found"
+    assert events(store) == []  # nothing sealed for a refused action
+    assert store.deliveries("m1")[0].state == "pending"
+
+
+def test_a_discarded_letter_keeps_its_reason_and_is_never_claimed(
+    store: SqliteStore, signer: HubSigner
+) -> None:
+    clock = Clock()
+    box = outbox(store, signer, ScriptedAdapter(result("rejected", 422)), clock)
+    box.run_once()
+    (dead,) = store.deliveries("m1")
+    with pytest.raises(OutboxError) as blank:
+        discard(store, signer, dead.id, by=OPERATOR, reason="  ")
+    assert blank.value.code == "outbox.invalid"
+    row = discard(store, signer, dead.id, by=OPERATOR, reason="sent by post", now=T0)
+    assert (row.state, row.discard_reason, row.discarded_at) == (
+        "discarded",
+        "sent by post",
+        iso(T0),
+    )
+    shown = delivery_status(row)
+    assert (shown["state"], shown["reason"], shown["lastStatus"]) == (
+        "discarded",
+        "sent by post",
+        422,
+    )
+    clock.now += timedelta(days=3)
+    assert box.run_once() == 0
+    assert [e["event"] for e in events(store)] == ["delivery.dead", "delivery.discarded"]
+    assert store.list_deliveries("discarded", "be-vlg-wse", 10) == [row]
+    assert store.list_deliveries("dead", None, 10) == []
+
+
+def test_the_status_shows_what_each_state_means() -> None:
+    base = DeliveryRow(
+        1, "m1", "r", "pending", BODY_SHA, "application/json", 0, iso(T0), None, None, None
+    )
+    shown = delivery_status(base)
+    assert (shown["state"], shown["nextAttemptAt"], shown["deliveredAt"]) == (
+        "pending",
+        iso(T0),
+        None,
+    )
+    retrying = delivery_status(
+        replace(base, state="retrying", attempts=2, last_status=503, last_error="failed: HTTP 503")
+    )
+    assert (retrying["nextAttemptAt"], retrying["lastStatus"], retrying["lastError"]) == (
+        iso(T0),
+        503,
+        "failed: HTTP 503",
+    )
+    delivered = delivery_status(
+        replace(base, state="delivered", attempts=1, delivered_at=iso(T0), last_status=202)
+    )
+    assert (delivered["deliveredAt"], delivered["nextAttemptAt"], delivered["lastStatus"]) == (
+        iso(T0),
+        None,
+        None,
+    )
+    dead = delivery_status(
+        replace(base, state="dead", attempts=1, last_status=400, last_error="rejected: HTTP 400")
+    )
+    assert (dead["deadAt"], dead["lastStatus"], dead["lastError"], dead["nextAttemptAt"]) == (
+        iso(T0),
+        400,
+        "rejected: HTTP 400",
+        None,
+    )
+    assert delivery_status(replace(base, state="delivering"))["nextAttemptAt"] is None
