@@ -143,6 +143,8 @@ class Hub:
                 int(is_open)
             ),
         )
+        for receiver in parties.parties:  # every circuit shown, closed until it opens
+            self.metrics.circuit_open.labels(receiver).set(0)
         # Checkpoints every N s / M records, and their RFC 3161 timestamps: background threads.
         self.checkpointing = Checkpointing(store, signer, config.settings, self.metrics.registry)
 

@@ -62,15 +62,15 @@ def _reason(result: DeliveryResult) -> str:
     message back): the outcome, the HTTP status, a SOAP fault's code, or the kind of failure."""
     if result.outcome == "delivered":
         return "delivered"
+    if result.status is None:  # no answer: the adapter's own words ("timeout", "transport" …)
+        return f"{result.outcome}: {result.detail.split(':', 1)[0][:60]}"
+    words = [f"HTTP {result.status}"]
     fault = _FAULT_CODE.match(result.detail)
-    if result.status is not None:
-        what = f"HTTP {result.status}"
-        return (
-            f"{result.outcome}: {what}, SOAP Fault {fault[1]}"
-            if fault
-            else f"{result.outcome}: {what}"
-        )
-    return f"{result.outcome}: {result.detail.split(':', 1)[0][:60]}"
+    if fault:
+        words.append(f"SOAP Fault {fault[1]}")
+    elif result.detail.startswith("malformed reply"):
+        words.append("malformed reply")
+    return f"{result.outcome}: {', '.join(words)}"
 
 
 def utc_now() -> datetime:

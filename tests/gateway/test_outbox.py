@@ -22,6 +22,7 @@ from gateway.outbox import (
     CircuitBreaker,
     Outbox,
     RetryPolicy,
+    _reason,
     delivery_status,
     discard,
     iso,
@@ -562,3 +563,29 @@ def test_the_status_shows_what_each_state_means() -> None:
         None,
     )
     assert delivery_status(replace(base, state="delivering"))["nextAttemptAt"] is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            DeliveryResult("rejected", 500, b"", f"SOAP Fault Client: INSZ {SECRET}", 1.0),
+            "rejected: HTTP 500, SOAP Fault Client",
+        ),
+        (
+            DeliveryResult("failed", 500, b"", f"SOAP Fault Server.Busy: {SECRET}", 1.0),
+            "failed: HTTP 500, SOAP Fault Server.Busy",
+        ),
+        (
+            DeliveryResult("failed", 200, b"", f"malformed reply: {SECRET}", 1.0),
+            "failed: HTTP 200, malformed reply",
+        ),
+        (
+            DeliveryResult("rejected", 422, b"", f"HTTP 422 Unprocessable: {SECRET}", 1.0),
+            "rejected: HTTP 422",
+        ),
+        (DeliveryResult("failed", None, b"", "timeout: ReadTimeout", 1.0), "failed: timeout"),
+    ],
+)
+def test_last_error_is_in_the_hubs_words(answer: DeliveryResult, reason: str) -> None:
+    assert _reason(answer) == reason
