@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import zipfile
@@ -39,12 +38,13 @@ from gateway.errors import (
     InvalidProofError,
     PayloadError,
     PayloadPurgedError,
-    StoreError,
 )
 from gateway.evidence import HubSigner
 from gateway.payloads import Keyring
-from gateway.store import LeafRow
-from gateway.store.sqlite import _leaves, _payload
+from gateway.store import LeafRow, sqlite_path
+from gateway.store.sql import Connection, Dialect, _leaves
+from gateway.store.sql import payload as _payload
+from gateway.store.sqlite import SQLITE, readonly
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -185,55 +185,65 @@ class StoreSnapshot:
     kept: set[str] = field(default_factory=set)
 
 
-def read_store(path: Path, keyring: Keyring | None = None) -> StoreSnapshot:
-    """Read a SQLite store without writing to it (an auditor's copy is never written to).
+def read_store(where: Path | str, keyring: Keyring | None = None) -> StoreSnapshot:
+    """Read a store without writing to it (an auditor's copy is never written to): a SQLite
+    file (a path or ``sqlite:///path``) opened read-only, or a PostgreSQL database
+    (``postgresql://…``) read in read-only transactions.
 
-    Checkpoint rows are read whole; a checkpoint's RFC 3161 token (DER TimeStampToken), from a
-    ``timestamp_token`` column or from the ``checkpoint_timestamps`` table, becomes its
-    ``timestamp_token`` and travels with it into bundles. The kept bodies are encrypted:
-    with the hub's ``keyring`` each is decrypted (AES-GCM authenticates it with its digest) for
-    the digest check of ``verify_store``; without it they are not read (purged bodies never are).
+    A checkpoint's RFC 3161 token (DER TimeStampToken) becomes its ``timestamp_token`` and
+    travels with it into bundles. The kept bodies are encrypted: with the hub's ``keyring`` each
+    is decrypted (AES-GCM authenticates it with its digest) for the digest check of
+    ``verify_store``; without it they are not read (purged bodies never are).
     """
-    if not path.is_file():
-        raise StoreError(f"no store at {path}", code="store.not-found")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        leaves = _leaves(conn)
-        cursor = conn.execute("SELECT * FROM checkpoints ORDER BY tree_size")
-        names = [d[0] for d in cursor.description]
-        checkpoints = [dict(zip(names, row, strict=True)) for row in cursor]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "checkpoint_timestamps" in tables:  # the queue of RFC 3161 tokens, when kept apart
-            tokens = dict(
-                conn.execute(
-                    "SELECT tree_size, token FROM checkpoint_timestamps WHERE token IS NOT NULL"
-                ).fetchall()
-            )
-            for checkpoint in checkpoints:
-                token = tokens.get(checkpoint["tree_size"])
-                if token is not None:
-                    checkpoint["timestamp_token"] = bytes(token)
-        artefacts = {
-            r[0]: (r[1], bytes(r[2]))
-            for r in conn.execute("SELECT sha256, path, content FROM artefacts")
-        }
-        payloads: dict[str, str] = {}
-        unreadable: dict[str, str] = {}
-        kept = {r[0] for r in conn.execute("SELECT sha256 FROM payloads")}
-        if keyring is not None:
-            for (sha,) in conn.execute("SELECT sha256 FROM payloads").fetchall():
-                try:
-                    body = _payload(conn, sha, keyring)
-                except PayloadError as exc:
-                    unreadable[sha] = f"{exc.code}: {exc.detail}"
-                    continue
-                if body is not None:
-                    payloads[sha] = hashlib.sha256(body).hexdigest()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path} is not a readable store: {exc}", code="store.not-found") from exc
-    finally:
-        conn.close()
+    path = sqlite_path(where) if isinstance(where, str) else where
+    if path is not None:
+        with readonly(path) as conn:
+            return _snapshot(conn, SQLITE, keyring)
+    from gateway.store.postgres import read_only
+
+    with read_only(str(where)) as (conn, dialect):
+        return _snapshot(conn, dialect, keyring)
+
+
+def _snapshot(conn: Connection, dialect: Dialect, keyring: Keyring | None) -> StoreSnapshot:
+    leaves = _leaves(conn, dialect)
+    checkpoints = _checkpoint_rows(conn)
+    try:  # the RFC 3161 tokens, kept apart since store version 2
+        tokens = dict(
+            conn.execute(
+                "SELECT tree_size, token FROM checkpoint_timestamps WHERE token IS NOT NULL"
+            ).fetchall()
+        )
+    except dialect.errors:
+        tokens = {}
+    for checkpoint in checkpoints:
+        token = tokens.get(checkpoint["tree_size"])
+        if token is not None:
+            checkpoint["timestamp_token"] = bytes(token)
+    artefacts = {
+        r[0]: (r[1], bytes(r[2]))
+        for r in conn.execute("SELECT sha256, path, content FROM artefacts")
+    }
+    payloads: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    kept = {r[0] for r in conn.execute("SELECT sha256 FROM payloads").fetchall()}
+    if keyring is not None:
+        for sha in sorted(kept):
+            try:
+                body = _payload(conn, dialect, sha, keyring)
+            except PayloadError as exc:
+                unreadable[sha] = f"{exc.code}: {exc.detail}"
+                continue
+            if body is not None:
+                payloads[sha] = hashlib.sha256(body).hexdigest()
     return StoreSnapshot(leaves, checkpoints, artefacts, payloads, unreadable, kept)
+
+
+def _checkpoint_rows(conn: Connection) -> list[dict[str, Any]]:
+    """Checkpoint rows whole (every column, whatever version of the store wrote them)."""
+    cursor = conn.execute("SELECT * FROM checkpoints ORDER BY tree_size")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def sign_checkpoint(leaves: Sequence[LeafRow], signer: HubSigner, now: str) -> dict[str, Any]:

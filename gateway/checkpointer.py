@@ -91,6 +91,12 @@ class Checkpointer:
         self.tree_size = Gauge(
             "guichet_checkpoint_tree_size", "Tree size of the last checkpoint", registry=registry
         )
+        self.sequencer = Gauge(
+            "guichet_sequencer",
+            "1 on the replica that checkpoints the shared log (the sequencer), else 0",
+            registry=registry,
+        )
+        self._leading = False
 
     @property
     def enabled(self) -> bool:
@@ -136,8 +142,11 @@ class Checkpointer:
                 return
 
     def run_once(self, *, final: bool = False) -> Checkpoint | None:
-        """Catch up with the log; make a checkpoint if one is due."""
+        """Catch up with the log; make a checkpoint if one is due (on the sequencer only: of
+        replicas sharing a store, the one holding its SEQUENCER lock)."""
         with self._lock:
+            if not self._lead():
+                return None
             self._catch_up()
             new = self.frontier.size - self.last_size
             if new <= 0:
@@ -147,6 +156,18 @@ class Checkpointer:
             if not (by_count or by_time or final):
                 return None
             return self._checkpoint()
+
+    def _lead(self) -> bool:
+        leading = self.store.lead()
+        if leading and not self._leading:
+            # Elected (again): another replica may have checkpointed meanwhile; start afresh.
+            self.frontier, self.last_size, self._last_at = Frontier(), 0, time.monotonic()
+            log.info("sequencer.elected")
+        elif self._leading and not leading:
+            log.warning("sequencer.lost")
+        self._leading = leading
+        self.sequencer.set(1 if leading else 0)
+        return leading
 
     def _checkpoint(self) -> Checkpoint:
         size = self.frontier.size

@@ -24,6 +24,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=None)
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="sqlite:///path or postgresql://user@host/db (default: the data dir's SQLite file);"
+        " replicas sharing one PostgreSQL store form one hub",
+    )
+
+    serve.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="PARTY=URL",
+        help="deliver to this party at URL instead of parties.toml's endpoint (repeatable)",
+    )
+
+    db = commands.add_parser("db", help="the store")
+    db_cmd = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_cmd.add_parser("upgrade", help="create the store, or bring it to this version")
+    upgrade.add_argument("--data-dir", type=Path, default=None)
+    upgrade.add_argument("--store", default=None, metavar="URL", help="as for serve")
 
     demo = commands.add_parser("demo", help="run cases of the procedure against the sandbox")
     demo.add_argument(
@@ -183,6 +204,22 @@ def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untype
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _pair(given: str, option: str) -> tuple[str, str]:
+    name, sep, value = given.partition("=")
+    if not sep or not name or not value:
+        raise ConfigurationError(f"{option} {given!r}: expected NAME=VALUE")
+    return name, value
+
+
+def _where(url: str) -> str:
+    """A store's address as it may be printed (a file, or a URL without its password)."""
+    from gateway.store import sqlite_path
+    from gateway.store.postgres import redacted
+
+    path = sqlite_path(url)
+    return str(path) if path is not None else redacted(url)
+
+
 def _pem_certificates(path: Path) -> list[x509.Certificate]:
     """The certificates of a PEM file, or a clear configuration error."""
     from cryptography import x509
@@ -216,16 +253,33 @@ def _run(args: argparse.Namespace) -> int:
         from gateway.service.app import create_app
         from gateway.service.server import serve_forever
 
-        config = HubConfig.load(_settings(args.data_dir, host=args.host, port=args.port))
+        config = HubConfig.load(
+            _settings(args.data_dir, host=args.host, port=args.port, store=args.store)
+        )
         configure_logging(config.settings.log_level)
+        endpoints = dict(_pair(given, "--endpoint") for given in args.endpoint)
         # Keys are loaded, never made here: `guichet certs init` writes a development set.
-        hub = Hub.open(config)
+        hub = Hub.open(config, endpoints=endpoints)
         pki = DevPki.at(config.pki_dir)
         hub.start()
         try:
             serve_forever(create_app(hub), config.settings.host, config.settings.port, pki.hub)
         finally:
             hub.close()
+        return 0
+    if args.command == "db":
+        from gateway.config import HubConfig
+
+        config = HubConfig.load(_settings(args.data_dir, store=args.store))
+        store = config.open_store()  # opening a store migrates it
+        try:
+            applied, version = store.applied, store.version()
+        finally:
+            store.close()
+        print(
+            f"{_where(config.store_url)}: at version {version}"
+            + (f" ({applied} applied)" if applied else "")
+        )
         return 0
     if args.command == "certs":
         from gateway.certs import init_dev_pki
@@ -296,21 +350,20 @@ def _audit(args: argparse.Namespace) -> int:
     trusted_ca = _pem_certificates(ca_file)[0] if ca_file else None
     if args.audit_command == "export":
         from gateway.outbox import iso, utc_now
-        from gateway.store.sqlite import SqliteStore
 
         config = HubConfig.load(_settings(args.data_dir))
         pki = DevPki.at(config.pki_dir)
-        snapshot = bundle.read_store(config.database)
+        snapshot = bundle.read_store(config.store_url)
         store = None
         if args.checkpoint or args.with_payloads:
             keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
-            store = SqliteStore(config.database, keyring if args.with_payloads else None)
+            store = config.open_store(keyring if args.with_payloads else None, existing=True)
         try:
             if args.checkpoint and store is not None:
                 signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
                 row = bundle.sign_checkpoint(snapshot.leaves, signer, iso(utc_now()))
                 store.write(lambda unit: unit.add_checkpoint(**row))
-                snapshot = bundle.read_store(config.database)
+                snapshot = bundle.read_store(config.store_url)
             first, last = bundle.resolve_range(snapshot.leaves, args.start, args.end)
             chain = pki.signing_cert.read_bytes() + pki.ca_cert.read_bytes()
             manifest = bundle.export_bundle(
@@ -345,13 +398,11 @@ def _audit(args: argparse.Namespace) -> int:
     else:
         config = HubConfig.load(_settings(args.data_dir))
         pki = DevPki.at(config.pki_dir)
-        database, cert_file = config.database, args.cert or pki.signing_cert
+        database, cert_file = config.store_url, args.cert or pki.signing_cert
         if args.store is not None:
             if args.data_dir is not None or args.cert is None:
                 raise ConfigurationError("--store needs --cert, and excludes --data-dir")
-            if "://" in args.store and not args.store.startswith("sqlite:///"):
-                raise ConfigurationError(f"{args.store}: only SQLite stores (sqlite:///path)")
-            database = Path(args.store.removeprefix("sqlite://"))
+            database = args.store
         # With the hub's master key (a data dir's), every kept body is decrypted and checked.
         master: Keyring | None = (
             Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
@@ -382,7 +433,7 @@ def _audit(args: argparse.Namespace) -> int:
             trusted=trusted,
             check_timestamp=bundle.openssl_timestamp_check(args.tsa_ca),
         )
-        what = f"{database}: {report.leaves} leaves"
+        what = f"{_where(database)}: {report.leaves} leaves"
     for problem in report.problems:
         print(problem, file=sys.stderr)
     print(
@@ -397,19 +448,15 @@ def _audit(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     from gateway.certs import DevPki
     from gateway.config import HubConfig
-    from gateway.errors import StoreError
     from gateway.evidence import HubSigner
     from gateway.payloads import parse_before, purge
-    from gateway.store.sqlite import SqliteStore
 
     before = parse_before(args.before)
     config = HubConfig.load(_settings(args.data_dir))
-    if not config.database.is_file():
-        raise StoreError(f"no store at {config.database}", code="store.not-found")
     pki = DevPki.at(config.pki_dir)
     signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
     # No master key needed: erasing destroys keys, it never reads a body.
-    store = SqliteStore(config.database)
+    store = config.open_store(existing=True)
     try:
         result = purge(store, signer, before)
         if result.leaf_index is not None:

@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from pydantic import Field
@@ -21,8 +21,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway import store as stores
 from gateway.certs import PartyIdentity
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, StoreError
+
+if TYPE_CHECKING:
+    from gateway.payloads import Keyring
+    from gateway.store.sql import SqlStore
 
 __all__ = [
     "CaseOpener",
@@ -59,6 +64,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home)
     data_dir: Path = Path("var")
+    # The store: sqlite:///path or postgresql://user@host:port/db (default: the data dir's
+    # SQLite file). Several replicas of the hub may share one PostgreSQL store.
+    store: str | None = None
     host: str = "127.0.0.1"
     port: int = 8443
     public_url: str | None = None  # how callers reach the hub (WSDL addresses); default: as asked
@@ -235,6 +243,9 @@ class PartyRegistry:
 
     def with_endpoints(self, endpoints: Mapping[str, str]) -> PartyRegistry:
         """The same parties with some endpoints replaced (sandbox, tests)."""
+        unknown = sorted(set(endpoints) - set(self.parties))
+        if unknown:
+            raise ConfigurationError(f"no party {', '.join(unknown)} in parties.toml")
         parties = {
             pid: replace(p, endpoint=endpoints.get(pid, p.endpoint))
             for pid, p in self.parties.items()
@@ -372,8 +383,16 @@ class HubConfig:
         return self.data_dir / "pki"
 
     @property
-    def database(self) -> Path:
-        return self.data_dir / "guichet.db"
+    def store_url(self) -> str:
+        return self.settings.store or stores.default_url(self.data_dir)
+
+    def open_store(self, keyring: Keyring | None = None, *, existing: bool = False) -> SqlStore:
+        """The hub's store, migrated; ``existing``: refuse to create a SQLite file where one was
+        expected (audit commands, replay)."""
+        path = stores.sqlite_path(self.store_url)
+        if existing and path is not None and not path.is_file():
+            raise StoreError(f"no store at {path}", code="store.not-found")
+        return stores.open_store(self.store_url, self.data_dir, keyring)
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> HubConfig:

@@ -35,7 +35,6 @@ from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
 from gateway.payloads import Keyring
 from gateway.schemas import SchemaCatalog
 from gateway.store import Store, UnitOfWork
-from gateway.store.sqlite import SqliteStore
 from gateway.xml import ParserLimits
 
 __all__ = ["Hub", "Metrics", "SoapEndpoint", "configure_logging", "new_trace_id"]
@@ -180,7 +179,7 @@ class Hub:
         tls = pki.hub
         # The master key that wraps each kept body's data key (and older ones, after a rotation).
         keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
-        store = SqliteStore(config.database, keyring)
+        store = config.open_store(keyring)
         policies = delivery_policies(config.settings, parties)
         adapters = {
             party.id: load_adapter(party.protocol)(

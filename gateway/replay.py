@@ -630,15 +630,11 @@ def main(
     from adapters import ReceiverConfig, load_adapter
     from gateway.certs import DevPki
     from gateway.config import HubConfig, Settings
-    from gateway.errors import StoreError
-    from gateway.store.sqlite import SqliteStore
 
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     config = HubConfig.load(settings)
     first = parse_bound(start, end=False) if start else None
     last = parse_bound(end, end=True) if end else None
-    if not config.database.is_file():  # never create an empty store where one was expected
-        raise StoreError(f"no store at {config.database}", code="store.not-found")
     limits = ParserLimits(
         max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
     )
@@ -646,8 +642,9 @@ def main(
         raise ConfigurationError(f"no party {receiver!r} in parties.toml")
     pki = DevPki.at(config.pki_dir)
     # The bodies are kept encrypted: replay reads them with the hub's master key(s).
-    store = SqliteStore(
-        config.database, Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
+    # Never create an empty store where one was expected.
+    store = config.open_store(
+        Keyring.from_files(pki.payload_key, pki.retired_payload_keys), existing=True
     )
     try:
         report = replay(store, limits, first, last)

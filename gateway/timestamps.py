@@ -291,8 +291,8 @@ class Timestamper:
 
     def run_once(self, limit: int = 16) -> int:
         """Queue any checkpoint not yet queued, then try the due ones; how many got a token."""
-        if time.monotonic() < self._paused_until:
-            return 0
+        if time.monotonic() < self._paused_until or not self.store.lead():
+            return 0  # of replicas sharing a store, the sequencer asks for the tokens
         now = iso(self.clock())
         if self.store.newest_checkpoint_unqueued():  # e.g. one made by Hub.checkpoint()
             self.store.write(lambda unit: unit.queue_unstamped_checkpoints(now))

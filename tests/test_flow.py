@@ -325,15 +325,9 @@ def test_evidence_names_exactly_the_configuration_files_in_force(live: RunningHu
     loaded = next(r for r in records if r["event"] == "configuration.loaded")["files"]
     assert "mappings/be-platform/to-canonical/_envelope.toml" in loaded  # includes too
     for path, sha in loaded.items():
-        row = (
-            store._reader()
-            .execute(  # the kept bytes hash to the recorded digest
-                "SELECT content FROM artefacts WHERE sha256 = ?", (sha,)
-            )
-            .fetchone()
-        )
-        assert row is not None, path
-        assert hashlib.sha256(bytes(row[0])).hexdigest() == sha, path
+        kept = store.artefact(sha)  # the kept bytes hash to the recorded digest
+        assert kept is not None, path
+        assert hashlib.sha256(kept).hexdigest() == sha, path
     digests = set(loaded.values())
     accepted = [r for r in records if r["event"] == "exchange.accepted"]
     assert accepted

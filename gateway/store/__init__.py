@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from gateway.errors import StoreError
+
+if TYPE_CHECKING:
+    from gateway.payloads import Keyring
+    from gateway.store.sql import SqlStore
 
 __all__ = [
     "DeliveryRow",
@@ -17,6 +24,9 @@ __all__ = [
     "MessageRow",
     "Store",
     "UnitOfWork",
+    "default_url",
+    "open_store",
+    "sqlite_path",
 ]
 
 T = TypeVar("T")
@@ -133,6 +143,11 @@ class Store(Protocol):
     def newest_checkpoint_unqueued(self) -> bool: ...
     def timestamps(self) -> list[dict[str, Any]]: ...
     def ping(self) -> None: ...
+    def lead(self) -> bool:
+        """Whether this process is the sequencer: of hub replicas sharing the store, the one
+        that checkpoints the log and has the checkpoints timestamped."""
+        ...
+
     # replay: the bytes of a schema, mapping or parties file the hub loaded, by SHA-256
     def artefact(self, sha256: str) -> bytes | None: ...
     def close(self) -> None: ...
@@ -154,3 +169,38 @@ class Store(Protocol):
     def payload_digests(self) -> list[str]:
         """The digests of the bodies kept (not purged)."""
         ...
+
+
+def default_url(data_dir: Path) -> str:
+    """The store of a data dir when none is configured: the embedded SQLite file."""
+    return f"sqlite:///{(data_dir / 'guichet.db').resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store address (``sqlite:///path`` or a bare path); None for
+    another engine's."""
+    if url.startswith(("postgresql:", "postgres:")):
+        return None
+    if url.startswith("sqlite:"):
+        rest = url.removeprefix("sqlite:")
+        return Path(rest[2:] if rest.startswith("//") else rest)
+    if "://" in url:
+        raise StoreError(
+            f"unknown store {url.split('://', 1)[0]!r}: use sqlite:///path or postgresql://…",
+            code="store.not-found",
+        )
+    return Path(url)
+
+
+def open_store(url: str | None, data_dir: Path, keyring: Keyring | None = None) -> SqlStore:
+    """The store at ``url`` (``sqlite:///path``, ``postgresql://…``; default: the data dir's
+    SQLite file), migrated to the current version; ``keyring`` reads and keeps bodies."""
+    url = url or default_url(data_dir)
+    path = sqlite_path(url)
+    if path is None:
+        from gateway.store.postgres import PostgresStore
+
+        return PostgresStore(url, keyring)
+    from gateway.store.sqlite import SqliteStore
+
+    return SqliteStore(path, keyring)

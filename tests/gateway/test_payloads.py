@@ -26,8 +26,9 @@ from gateway.evidence import HubSigner
 from gateway.hub import Hub
 from gateway.outbox import iso
 from gateway.payloads import Keyring, MasterKey, parse_before, purge
-from gateway.store import UnitOfWork
-from gateway.store.sqlite import SqliteStore, read_payload
+from gateway.store import UnitOfWork, open_store
+from gateway.store.sql import SqlStore
+from gateway.store.sqlite import read_payload
 from gateway.testing import running_hub, wait_until
 from tests.conftest import EXAMPLES, HOME
 
@@ -63,13 +64,13 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> HubSigner:
 
 
 @pytest.fixture
-def store(tmp_path: Path, keys: Keyring) -> Iterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "s.db", keys)
+def store(tmp_path: Path, keys: Keyring) -> Iterator[SqlStore]:
+    store = open_store(None, tmp_path, keys)
     yield store
     store.close()
 
 
-def put(store: SqliteStore, *bodies: bytes) -> None:
+def put(store: SqlStore, *bodies: bytes) -> None:
     def work(unit: UnitOfWork) -> None:
         for body in bodies:
             unit.put_payload(sha(body), body)
@@ -89,27 +90,27 @@ def raw(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
 
 
 def test_a_body_is_kept_encrypted_and_read_back(tmp_path: Path, keys: Keyring) -> None:
-    store = SqliteStore(tmp_path / "s.db", keys)
+    store = open_store(None, tmp_path, keys)
     put(store, BODY, BODY)  # a body kept twice is kept once
     assert store.payload(SHA) == BODY
     assert store.payload_digests() == [SHA]
     assert store.payload("0" * 64) is None
     store.close()
-    data = files_bytes(tmp_path / "s.db")
+    data = files_bytes(tmp_path / "guichet.db")
     assert NATIONAL_NUMBER.encode() not in data
     assert NAME.encode() not in data
     [(content, key_id, wrapped)] = raw(
-        tmp_path / "s.db",
+        tmp_path / "guichet.db",
         "SELECT p.content, k.key_id, k.wrapped_key FROM payloads p JOIN payload_keys k USING"
         " (sha256)",
     )
     assert isinstance(content, bytes) and len(content) == 12 + len(BODY) + 16
     assert key_id == keys.current.key_id and isinstance(wrapped, bytes) and len(wrapped) == 40
     # Read-only, as an auditor's copy is read.
-    assert read_payload(tmp_path / "s.db", SHA, keys) == BODY
+    assert read_payload(tmp_path / "guichet.db", SHA, keys) == BODY
 
 
-def test_each_body_has_its_own_data_key_and_nonce(store: SqliteStore) -> None:
+def test_each_body_has_its_own_data_key_and_nonce(store: SqlStore) -> None:
     other = BODY + b" "
     put(store, BODY, other)
     rows = raw(store.path, "SELECT p.content, k.wrapped_key FROM payloads p JOIN payload_keys k"
@@ -118,14 +119,14 @@ def test_each_body_has_its_own_data_key_and_nonce(store: SqliteStore) -> None:
     assert len({r[1] for r in rows}) == 2
 
 
-def test_a_body_under_another_digest_is_refused(store: SqliteStore) -> None:
+def test_a_body_under_another_digest_is_refused(store: SqlStore) -> None:
     with pytest.raises(PayloadError, match="does not hash"):
         store.write(lambda unit: unit.put_payload("a" * 64, BODY))
     assert store.payload_digests() == []
 
 
 def test_a_store_without_the_master_key_keeps_no_body(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = open_store(None, tmp_path)
     try:
         with pytest.raises(StoreError, match="master key"):
             put(store, BODY)
@@ -136,31 +137,31 @@ def test_a_store_without_the_master_key_keeps_no_body(tmp_path: Path) -> None:
 def test_a_body_kept_in_clear_before_is_sealed_when_the_hub_opens_the_store(
     tmp_path: Path, keys: Keyring
 ) -> None:
-    SqliteStore(tmp_path / "s.db").close()
-    raw(tmp_path / "s.db", "INSERT INTO payloads (sha256, content) VALUES (?, ?)", SHA, BODY)
-    assert NATIONAL_NUMBER.encode() in files_bytes(tmp_path / "s.db")
-    store = SqliteStore(tmp_path / "s.db", keys)
+    open_store(None, tmp_path).close()
+    raw(tmp_path / "guichet.db", "INSERT INTO payloads (sha256, content) VALUES (?, ?)", SHA, BODY)
+    assert NATIONAL_NUMBER.encode() in files_bytes(tmp_path / "guichet.db")
+    store = open_store(None, tmp_path, keys)
     assert store.payload(SHA) == BODY
     store.close()
-    assert NATIONAL_NUMBER.encode() not in files_bytes(tmp_path / "s.db")
+    assert NATIONAL_NUMBER.encode() not in files_bytes(tmp_path / "guichet.db")
 
 
 # --- wrong keys, altered bytes -------------------------------------------------------------------
 
 
 def test_a_wrong_master_key_is_refused_at_open_naming_both_keys(
-    tmp_path: Path, store: SqliteStore, keys: Keyring
+    tmp_path: Path, store: SqlStore, keys: Keyring
 ) -> None:
     put(store, BODY)
     store.close()
     other = keyring(tmp_path / "other")
     with pytest.raises(ConfigurationError) as caught:
-        SqliteStore(tmp_path / "s.db", other)
+        open_store(None, tmp_path, other)
     assert keys.current.key_id in caught.value.detail
     assert other.current.key_id in caught.value.detail
     # An auditor's copy read with the wrong key: the digest and the key it needs are named.
     with pytest.raises(PayloadError) as read:
-        read_payload(tmp_path / "s.db", SHA, other)
+        read_payload(tmp_path / "guichet.db", SHA, other)
     assert read.value.code == "payload.unknown-key"
     assert SHA in read.value.detail and keys.current.key_id in read.value.detail
 
@@ -173,7 +174,7 @@ def test_the_hub_does_not_start_without_its_master_key(tmp_path: Path) -> None:
         Hub.open(config, pki=pki)
     assert str(pki.payload_key) in caught.value.detail
     assert "guichet certs init" in caught.value.detail
-    assert not config.database.exists()  # refused before anything was opened
+    assert not (config.data_dir / "guichet.db").exists()  # refused before anything was opened
 
 
 @pytest.mark.parametrize("size", [0, 16, 33])
@@ -186,14 +187,14 @@ def test_a_master_key_of_the_wrong_size_is_refused(tmp_path: Path, size: int) ->
 def test_an_altered_ciphertext_fails_authentication_naming_the_digest(
     tmp_path: Path, keys: Keyring
 ) -> None:
-    store = SqliteStore(tmp_path / "s.db", keys)
+    store = open_store(None, tmp_path, keys)
     put(store, BODY)
     store.close()
-    [(content,)] = raw(tmp_path / "s.db", "SELECT content FROM payloads")
+    [(content,)] = raw(tmp_path / "guichet.db", "SELECT content FROM payloads")
     assert isinstance(content, bytes)
     altered = content[:20] + bytes([content[20] ^ 1]) + content[21:]
-    raw(tmp_path / "s.db", "UPDATE payloads SET content = ?", altered)
-    store = SqliteStore(tmp_path / "s.db", keys)
+    raw(tmp_path / "guichet.db", "UPDATE payloads SET content = ?", altered)
+    store = open_store(None, tmp_path, keys)
     try:
         with pytest.raises(PayloadError) as caught:
             store.payload(SHA)
@@ -205,44 +206,44 @@ def test_an_altered_ciphertext_fails_authentication_naming_the_digest(
 
 def test_a_ciphertext_moved_to_another_digest_fails(tmp_path: Path, keys: Keyring) -> None:
     other = b'{"another": "body"}'
-    store = SqliteStore(tmp_path / "s.db", keys)
+    store = open_store(None, tmp_path, keys)
     put(store, BODY, other)
     store.close()
     # Give the other digest this body's ciphertext and key: the associated data no longer fits.
     for table, column in (("payloads", "content"), ("payload_keys", "wrapped_key")):
         raw(
-            tmp_path / "s.db",
+            tmp_path / "guichet.db",
             f"UPDATE {table} SET {column} = (SELECT {column} FROM {table} WHERE sha256 = ?)"
             " WHERE sha256 = ?",
             SHA,
             sha(other),
         )
     with pytest.raises(PayloadError, match=f"payload {sha(other)}: .*AES-GCM"):
-        read_payload(tmp_path / "s.db", sha(other), keys)
-    assert read_payload(tmp_path / "s.db", SHA, keys) == BODY
+        read_payload(tmp_path / "guichet.db", sha(other), keys)
+    assert read_payload(tmp_path / "guichet.db", SHA, keys) == BODY
 
 
 def test_an_altered_wrapped_key_is_named(tmp_path: Path, keys: Keyring) -> None:
-    store = SqliteStore(tmp_path / "s.db", keys)
+    store = open_store(None, tmp_path, keys)
     put(store, BODY)
     store.close()
-    raw(tmp_path / "s.db", "UPDATE payload_keys SET wrapped_key = ?", os.urandom(40))
+    raw(tmp_path / "guichet.db", "UPDATE payload_keys SET wrapped_key = ?", os.urandom(40))
     with pytest.raises(PayloadError, match=f"payload {SHA}: its data key does not unwrap"):
-        read_payload(tmp_path / "s.db", SHA, keys)
+        read_payload(tmp_path / "guichet.db", SHA, keys)
 
 
 def test_a_rotated_master_key_still_unwraps_what_it_wrapped(tmp_path: Path) -> None:
     old = keyring(tmp_path, "old.key")
-    store = SqliteStore(tmp_path / "s.db", old)
+    store = open_store(None, tmp_path, old)
     put(store, BODY)
     store.close()
     new = Keyring(keyring(tmp_path, "new.key").current, (old.current,))
-    store = SqliteStore(tmp_path / "s.db", new)
+    store = open_store(None, tmp_path, new)
     put(store, b"after the rotation")
     assert store.payload(SHA) == BODY
     assert store.payload(sha(b"after the rotation")) == b"after the rotation"
     store.close()
-    ids = dict(raw(tmp_path / "s.db", "SELECT sha256, key_id FROM payload_keys"))  # type: ignore[arg-type]
+    ids = dict(raw(tmp_path / "guichet.db", "SELECT sha256, key_id FROM payload_keys"))  # type: ignore[arg-type]
     assert ids == {SHA: old.current.key_id, sha(b"after the rotation"): new.current.key_id}
 
 
@@ -261,16 +262,12 @@ NEW = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 CUTOFF = datetime(2026, 2, 1, tzinfo=UTC)
 
 
-def seal(
-    store: SqliteStore, signer: HubSigner, event: str, when: datetime, **fields: object
-) -> None:
+def seal(store: SqlStore, signer: HubSigner, event: str, when: datetime, **fields: object) -> None:
     leaf = evidence.Leaf.of(evidence.record(event, iso(when), **fields))
     store.write(lambda unit: evidence.append(unit, signer, leaf, iso(when)))
 
 
-def test_a_purge_erases_old_bodies_only_and_is_sealed(
-    store: SqliteStore, signer: HubSigner
-) -> None:
+def test_a_purge_erases_old_bodies_only_and_is_sealed(store: SqlStore, signer: HubSigner) -> None:
     inbound, canonical, out, response = b"in-1", b"canonical-1", b"shared out", b"answer-1"
     recent, unreferenced = b"in-2", b"kept, no record names it"
     put(store, inbound, canonical, out, response, recent, unreferenced)
@@ -321,7 +318,7 @@ def test_a_purge_erases_old_bodies_only_and_is_sealed(
     assert wrapped not in data and b"in-1" not in data
 
 
-def test_a_body_used_again_while_purging_is_kept(store: SqliteStore, signer: HubSigner) -> None:
+def test_a_body_used_again_while_purging_is_kept(store: SqlStore, signer: HubSigner) -> None:
     put(store, b"old body")
     seal(
         store,
@@ -428,7 +425,7 @@ def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Pa
         digests += [o["sha256"] for o in accepted["outbound"]]
         for digest in digests:
             assert sha(store.payload(digest) or b"") == digest
-    database = HubConfig.load(Settings(data_dir=data_dir)).database
+    database = HubConfig.load(Settings(data_dir=data_dir)).data_dir / "guichet.db"
     [(kept,)] = raw(database, "SELECT COUNT(*) FROM payloads")
     data = files_bytes(database)
     assert NATIONAL_NUMBER.encode() not in data
@@ -455,7 +452,7 @@ def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Pa
     for digest in digests:
         with pytest.raises(PayloadPurgedError, match="purged"):
             read_payload(database, digest, keys)
-    store = SqliteStore(database, keys)
+    store = SqlStore(database, keys)
     try:
         assert store.payload_digests() == []
         record = json.loads(store.leaves()[-1].record)
@@ -466,7 +463,7 @@ def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Pa
 
 
 def test_a_delivery_of_a_purged_body_is_dead_lettered_not_retried(
-    store: SqliteStore, signer: HubSigner
+    store: SqlStore, signer: HubSigner
 ) -> None:
     from adapters import DeliveryResult, Outbound
     from gateway.outbox import Outbox, RetryPolicy

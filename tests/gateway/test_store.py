@@ -10,19 +10,20 @@ from typing import Any
 import pytest
 
 from gateway.errors import StoreError
-from gateway.store.sqlite import SqliteStore
+from gateway.store import open_store
+from gateway.store.sql import SqlStore
 
 
 def _put(name: str) -> Any:
     return lambda unit: unit.put_artefact(name, name, name.encode())
 
 
-def _count(store: SqliteStore) -> int:
-    return int(store._reader().execute("SELECT COUNT(*) FROM artefacts").fetchone()[0])
+def _count(store: SqlStore) -> int:
+    return len(store.artefacts())
 
 
 def test_a_failing_unit_leaves_nothing_and_harms_no_other(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = open_store(None, tmp_path)
     try:
 
         def half_done(unit: Any) -> None:
@@ -53,7 +54,7 @@ def test_a_failing_unit_leaves_nothing_and_harms_no_other(tmp_path: Path) -> Non
 
 
 def test_sqlite_errors_inside_a_unit_become_store_errors(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = open_store(None, tmp_path)
     try:
         with pytest.raises(StoreError):
             store.write(lambda unit: unit.conn.execute("INSERT INTO nowhere VALUES (1)"))
@@ -64,7 +65,7 @@ def test_sqlite_errors_inside_a_unit_become_store_errors(tmp_path: Path) -> None
 
 
 def test_a_cancelled_write_does_not_stop_the_writer(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = open_store(None, tmp_path)
     gate, holding = threading.Event(), threading.Event()
 
     def hold(unit: object) -> None:
@@ -95,15 +96,15 @@ def test_a_cancelled_write_does_not_stop_the_writer(tmp_path: Path) -> None:
 
 
 def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = open_store(None, tmp_path)
     store.close()
     with pytest.raises(StoreError):
         store.write(_put("late"))
 
 
 def test_migrations_run_once(tmp_path: Path) -> None:
-    SqliteStore(tmp_path / "s.db").close()
-    store = SqliteStore(tmp_path / "s.db")
+    open_store(None, tmp_path).close()
+    store = open_store(None, tmp_path)
     try:
         assert store.migrate() == 0
     finally:

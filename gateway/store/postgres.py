@@ -1,0 +1,193 @@
+"""The PostgreSQL store: several hub replicas share one database.
+
+Same tables, same statements and same migration history as the SQLite store
+(``gateway.store.sql``). Each replica has one writer connection (its group-committing writer
+thread) and a small pool for reads. What SQLite gets from having a single writer, PostgreSQL gets
+from advisory locks, scoped to the store's schema:
+
+- evidence leaves are numbered densely in commit order: a transaction that appends one holds the
+  LEAVES lock from reading the next index to its commit (the writer's group commit makes that one
+  lock per batch of messages, not per message);
+- deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` under the CLAIMS lock, so each is claimed
+  once and a receiver gets one case's messages in order;
+- exactly one replica, the *sequencer*, holds the SEQUENCER session lock and runs the
+  checkpointer; when it dies its session ends, the lock is freed and another replica takes over
+  at its next tick.
+
+The database going away (a restart) fails what is in flight with ``store.unavailable`` (503);
+connections are made anew once it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from gateway.errors import StoreError
+from gateway.payloads import Keyring
+from gateway.store.sql import SEQUENCER, Connection, Dialect, SqlStore
+
+__all__ = ["PostgresStore", "read_only", "redacted"]
+
+_CONNECT_TIMEOUT_S = 5
+
+
+def redacted(url: str) -> str:
+    """The store's address without its password (for messages and logs)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(f"not a PostgreSQL address: {exc}", code="store.not-found") from exc
+    params.pop("password", None)
+    return make_conninfo("", **{k: str(v) for k, v in params.items() if v is not None})
+
+
+def _schema_key(schema: str) -> int:
+    """The advisory-lock class of a schema: 32 bits of its name's SHA-256."""
+    digest = hashlib.sha256(f"guichet:{schema}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def _dialect(schema: str) -> Dialect:
+    return Dialect(
+        "postgresql",
+        "BEGIN",
+        (psycopg.Error, psycopg_pool.PoolTimeout),
+        key=_schema_key(schema),
+        lock_rows=" FOR UPDATE SKIP LOCKED",
+    )
+
+
+@contextmanager
+def read_only(url: str) -> Iterator[tuple[Connection, Dialect]]:
+    """A connection that cannot write (an auditor reading a hub's database), and its dialect."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot reach the store {redacted(url)}: {exc}") from exc
+    try:
+        conn.execute("SET default_transaction_read_only = on")
+        row = conn.execute("SELECT current_schema()").fetchone()
+        yield conn, _dialect(str(row[0]) if row else "public")
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"{redacted(url)} is not a readable store: {exc}", code="store.not-found"
+        ) from exc
+    finally:
+        conn.close()
+
+
+class PostgresStore(SqlStore):
+    """A store in a PostgreSQL database (psycopg 3), shared by every replica of the hub."""
+
+    def __init__(
+        self, url: str, payload_keys: Keyring | None = None, *, pool_size: int = 8
+    ) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self.keyring = payload_keys
+        conn = self._connect()
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        if schema is None or schema[0] is None:
+            conn.close()
+            raise StoreError(
+                f"{self.where}: no schema to work in (is the search_path's schema created?)",
+                code="store.not-found",
+            )
+        self.schema = str(schema[0])
+        self.dialect = _dialect(self.schema)
+        try:
+            self.applied = self._migrate(conn)
+            if payload_keys is not None:
+                self._seal_clear_payloads(conn, payload_keys)
+        except BaseException:
+            conn.close()
+            raise
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=_CONNECT_TIMEOUT_S,
+            name="guichet-readers",
+            open=True,
+        )
+        self._lead_lock = threading.Lock()
+        self._leader: psycopg.Connection[Any] | None = None
+        self._leading = False
+        self._start_writer(conn)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot reach the store {self.where}: {exc}") from exc
+
+    def migrate(self) -> int:
+        """Apply the migrations the database lacks; how many were."""
+        conn = self._connect()
+        try:
+            return self._migrate(conn)
+        finally:
+            conn.close()
+
+    def _connect_writer(self) -> Connection:
+        return self._connect()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise StoreError(f"the store is unavailable: {type(exc).__name__}") from exc
+
+    def _close_readers(self) -> None:
+        self._pool.close()
+        with self._lead_lock:
+            self._resign()
+
+    def erase_freed(self) -> None:
+        """VACUUM the purged tables: the deleted keys' row versions are removed from the pages
+        (their bytes may remain on disk until the pages are reused: use encrypted storage)."""
+        with self._reading() as conn:
+            conn.execute("VACUUM payload_keys, payloads")
+
+    # -- the sequencer ----------------------------------------------------------------------------
+    def lead(self) -> bool:
+        """Whether this replica is the sequencer: it holds the SEQUENCER lock on a session of
+        its own, checked alive at every call (a leader that lost its database is no leader)."""
+        with self._lead_lock:
+            if self._closed:
+                return False
+            try:
+                if self._leader is None:
+                    self._leader = self._connect()
+                    self._leading = False
+                if self._leading:
+                    self._leader.execute("SELECT 1").fetchone()
+                    return True
+                row = self._leader.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (self.dialect.key, SEQUENCER.value)
+                ).fetchone()
+                self._leading = bool(row and row[0])
+            except (psycopg.Error, StoreError):
+                self._resign()
+            return self._leading
+
+    def _resign(self) -> None:
+        leader, self._leader, self._leading = self._leader, None, False
+        if leader is not None:
+            with contextlib.suppress(psycopg.Error):
+                leader.close()  # the session ends: its lock is free for another replica
