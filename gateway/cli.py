@@ -182,18 +182,21 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="one JSON document")
     listing.add_argument("--data-dir", type=Path, default=None)
+    listing.add_argument("--store", default=None, metavar="URL", help="as for serve")
     retry = box_cmd.add_parser(
         "retry", help="a dead letter back to pending, due now (sealed as delivery.requeued)"
     )
     retry.add_argument("delivery_id", type=int, metavar="DELIVERY-ID")
     retry.add_argument("--reason", default=None, help="why, for the evidence")
     retry.add_argument("--data-dir", type=Path, default=None)
+    retry.add_argument("--store", default=None, metavar="URL", help="as for serve")
     drop = box_cmd.add_parser(
         "discard", help="set a dead letter aside for good (sealed as delivery.discarded)"
     )
     drop.add_argument("delivery_id", type=int, metavar="DELIVERY-ID")
     drop.add_argument("--reason", required=True, help="why, for the evidence")
     drop.add_argument("--data-dir", type=Path, default=None)
+    drop.add_argument("--store", default=None, metavar="URL", help="as for serve")
     return parser
 
 
@@ -479,16 +482,12 @@ def _outbox(args: argparse.Namespace) -> int:
     from gateway import outbox
     from gateway.certs import DevPki
     from gateway.config import HubConfig
-    from gateway.errors import StoreError
     from gateway.evidence import HubSigner
     from gateway.payloads import actor
-    from gateway.store.sqlite import SqliteStore
 
-    config = HubConfig.load(_settings(args.data_dir))
-    if not config.database.is_file():
-        raise StoreError(f"no store at {config.database}", code="store.not-found")
+    config = HubConfig.load(_settings(args.data_dir, store=args.store))
     # No master key: the outbox's rows say what happened, no body is read.
-    store = SqliteStore(config.database)
+    store = config.open_store(existing=True)
     try:
         if args.outbox_command == "list":
             limit = outbox.check_listing(args.state, args.limit)

@@ -29,8 +29,8 @@ from gateway.outbox import (
     requeue,
 )
 from gateway.payloads import Keyring
-from gateway.store import DeliveryRow, MessageRow
-from gateway.store.sqlite import SqliteStore
+from gateway.store import DeliveryRow, MessageRow, open_store
+from gateway.store.sql import SqlStore
 
 HOME = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -62,9 +62,9 @@ def result(outcome: str, status: int | None) -> DeliveryResult:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def store(tmp_path: Path) -> Iterator[SqlStore]:
     write_master_key(tmp_path / "payload-master.key")
-    store = SqliteStore(tmp_path / "s.db", Keyring.from_files(tmp_path / "payload-master.key"))
+    store = open_store(None, tmp_path, Keyring.from_files(tmp_path / "payload-master.key"))
 
     def seed(unit: object) -> None:
         unit.put_payload(BODY_SHA, b"{}")  # type: ignore[attr-defined]
@@ -104,16 +104,16 @@ class Clock:
 
 
 def outbox(
-    store: SqliteStore, signer: HubSigner, adapter: ScriptedAdapter, clock: Clock, **policy: float
+    store: SqlStore, signer: HubSigner, adapter: ScriptedAdapter, clock: Clock, **policy: float
 ) -> Outbox:
     return Outbox(store, {"be-vlg-wse": adapter}, signer, RetryPolicy(**policy), clock=clock)  # type: ignore[arg-type]
 
 
-def events(store: SqliteStore) -> list[dict[str, object]]:
+def events(store: SqlStore) -> list[dict[str, object]]:
     return [json.loads(leaf.record) for leaf in store.leaves()]
 
 
-def test_a_4xx_goes_straight_to_dead_letter(store: SqliteStore, signer: HubSigner) -> None:
+def test_a_4xx_goes_straight_to_dead_letter(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     box = outbox(store, signer, ScriptedAdapter(result("rejected", 400)), clock)
     assert box.run_once() == 1
@@ -124,7 +124,7 @@ def test_a_4xx_goes_straight_to_dead_letter(store: SqliteStore, signer: HubSigne
     assert [e["event"] for e in events(store)] == ["delivery.dead"]
 
 
-def test_failures_are_retried_then_delivered(store: SqliteStore, signer: HubSigner) -> None:
+def test_failures_are_retried_then_delivered(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     adapter = ScriptedAdapter(
         result("failed", 503), ConnectionError("boom"), result("delivered", 202)
@@ -149,7 +149,7 @@ def test_failures_are_retried_then_delivered(store: SqliteStore, signer: HubSign
     assert [c.attempt for c in adapter.calls] == [1, 2, 3]
 
 
-def test_retries_stop_after_max_attempts(store: SqliteStore, signer: HubSigner) -> None:
+def test_retries_stop_after_max_attempts(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     adapter = ScriptedAdapter(*[result("failed", 503)] * 3)
     box = outbox(store, signer, adapter, clock, backoff_s=1.0, max_attempts=3)
@@ -161,7 +161,7 @@ def test_retries_stop_after_max_attempts(store: SqliteStore, signer: HubSigner) 
     assert box.run_once() == 0
 
 
-def test_retries_stop_after_max_age(store: SqliteStore, signer: HubSigner) -> None:
+def test_retries_stop_after_max_age(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     clock.now = T0 + timedelta(hours=49)
     box = outbox(store, signer, ScriptedAdapter(result("failed", 503)), clock)
@@ -169,7 +169,7 @@ def test_retries_stop_after_max_age(store: SqliteStore, signer: HubSigner) -> No
     assert store.deliveries("m1")[0].state == "dead"
 
 
-def test_a_worker_whose_lease_ran_out_cannot_finish(store: SqliteStore, signer: HubSigner) -> None:
+def test_a_worker_whose_lease_ran_out_cannot_finish(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     late = store.write(lambda u: u.claim_deliveries(iso(T0), iso(T0 + timedelta(seconds=1)), 1))
     # The lease runs out; another worker claims and delivers the row.
@@ -193,7 +193,7 @@ def test_a_worker_whose_lease_ran_out_cannot_finish(store: SqliteStore, signer: 
     assert [e["event"] for e in events(store)] == ["delivery.delivered"]
 
 
-def test_no_receiver_text_in_evidence_or_status(store: SqliteStore, signer: HubSigner) -> None:
+def test_no_receiver_text_in_evidence_or_status(store: SqlStore, signer: HubSigner) -> None:
     box = outbox(store, signer, ScriptedAdapter(result("rejected", 422)), Clock())
     box.run_once()
     assert SECRET not in json.dumps(events(store))
@@ -230,9 +230,7 @@ def test_no_attempt_is_put_off_past_the_max_age() -> None:
     assert at == accepted + timedelta(seconds=7200)
 
 
-def test_a_failure_with_retry_after_waits_and_says_so(
-    store: SqliteStore, signer: HubSigner
-) -> None:
+def test_a_failure_with_retry_after_waits_and_says_so(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     throttled = DeliveryResult("failed", 429, b"", "HTTP 429", 1.0, retry_after_s=30.0)
     adapter = ScriptedAdapter(throttled, result("delivered", 202))
@@ -249,7 +247,7 @@ def test_a_failure_with_retry_after_waits_and_says_so(
     assert store.deliveries("m1")[0].state == "delivered"
 
 
-def test_the_receivers_own_policy_is_used(store: SqliteStore, signer: HubSigner) -> None:
+def test_the_receivers_own_policy_is_used(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     adapter = ScriptedAdapter(*[result("failed", 503)] * 2)
     box = Outbox(
@@ -369,7 +367,7 @@ def test_a_probe_that_says_nothing_frees_the_half_open_circuit() -> None:
 
 
 def add_message(
-    store: SqliteStore, message_id: str, subject: str, receiver: str = "be-vlg-wse"
+    store: SqlStore, message_id: str, subject: str, receiver: str = "be-vlg-wse"
 ) -> None:
     def work(unit: object) -> None:
         unit.insert_message(  # type: ignore[attr-defined]
@@ -382,9 +380,7 @@ def add_message(
     store.write(work)
 
 
-def test_an_open_circuit_holds_its_receivers_rows_only(
-    store: SqliteStore, signer: HubSigner
-) -> None:
+def test_an_open_circuit_holds_its_receivers_rows_only(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     add_message(store, "m2", "SP-2")
     add_message(store, "w1", "SP-3", receiver="be-wal-spw")
@@ -419,7 +415,7 @@ def test_an_open_circuit_holds_its_receivers_rows_only(
     assert {d.state for m in ("m1", "m2") for d in store.deliveries(m)} == {"delivered"}
 
 
-def test_a_case_reaches_its_receiver_in_order(store: SqliteStore, signer: HubSigner) -> None:
+def test_a_case_reaches_its_receiver_in_order(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     add_message(store, "m2", "SP-1")  # the same case as m1, accepted after it
     add_message(store, "m3", "SP-9")  # another case
@@ -440,7 +436,7 @@ def test_a_case_reaches_its_receiver_in_order(store: SqliteStore, signer: HubSig
     assert [c.message_id for c in adapter.calls] == ["m1", "m3", "m1", "m2"]
 
 
-def test_a_dead_delivery_does_not_hold_its_case(store: SqliteStore, signer: HubSigner) -> None:
+def test_a_dead_delivery_does_not_hold_its_case(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     add_message(store, "m2", "SP-1")
     adapter = ScriptedAdapter(result("rejected", 400), result("delivered", 202))
@@ -454,7 +450,7 @@ def test_a_dead_delivery_does_not_hold_its_case(store: SqliteStore, signer: HubS
 OPERATOR = {"command": "test", "user": "tester"}
 
 
-def test_a_dead_letter_is_requeued_with_its_attempts(store: SqliteStore, signer: HubSigner) -> None:
+def test_a_dead_letter_is_requeued_with_its_attempts(store: SqlStore, signer: HubSigner) -> None:
     clock = Clock()
     adapter = ScriptedAdapter(result("rejected", 400), result("delivered", 202))
     box = outbox(store, signer, adapter, clock)
@@ -483,7 +479,7 @@ def test_a_dead_letter_is_requeued_with_its_attempts(store: SqliteStore, signer:
 
 
 def test_only_a_dead_letter_may_be_requeued_or_discarded(
-    store: SqliteStore, signer: HubSigner
+    store: SqlStore, signer: HubSigner
 ) -> None:
     (pending,) = store.deliveries("m1")
     with pytest.raises(OutboxError) as raised:
@@ -499,7 +495,7 @@ def test_only_a_dead_letter_may_be_requeued_or_discarded(
 
 
 def test_a_discarded_letter_keeps_its_reason_and_is_never_claimed(
-    store: SqliteStore, signer: HubSigner
+    store: SqlStore, signer: HubSigner
 ) -> None:
     clock = Clock()
     box = outbox(store, signer, ScriptedAdapter(result("rejected", 422)), clock)
