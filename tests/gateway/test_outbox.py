@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,8 @@ from gateway.outbox import (
 )
 from gateway.payloads import Keyring
 from gateway.store import DeliveryRow, MessageRow, open_store
-from gateway.store.sql import SqlStore
+from gateway.store.sql import SqlStore, migrations, statements
+from gateway.store.sqlite import SqliteStore
 
 HOME = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -585,3 +587,33 @@ def test_the_status_shows_what_each_state_means() -> None:
 )
 def test_last_error_is_in_the_hubs_words(answer: DeliveryResult, reason: str) -> None:
     assert _reason(answer) == reason
+
+
+def test_migration_4_gives_older_deliveries_their_case(tmp_path: Path) -> None:
+    """A store of version 3 with a delivery in flight: after the upgrade the row knows its
+    case (so the claim keeps its order) and nothing else of it changed."""
+    database = tmp_path / "guichet.db"
+    conn = sqlite3.connect(database)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    for version, script in migrations()[:3]:
+        for statement in statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
+    conn.execute(
+        "INSERT INTO messages VALUES ('m9', 'be-platform', 't', 'SP-7', 't', NULL, ?, ?, 0, '{}')",
+        (iso(T0), "b" * 64),
+    )
+    conn.execute(
+        "INSERT INTO deliveries (message_id, receiver, state, payload_sha256, content_type,"
+        " attempts, next_attempt_at) VALUES ('m9', 'be-vlg-wse', 'retrying', ?, 'x', 2, ?)",
+        (BODY_SHA, iso(T0)),
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(database)
+    try:
+        (row,) = store.deliveries("m9")
+        assert (row.subject, row.state, row.attempts) == ("SP-7", "retrying", 2)
+        assert (row.discard_reason, row.discarded_at) == (None, None)
+    finally:
+        store.close()
