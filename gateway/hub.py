@@ -27,11 +27,11 @@ from adapters.soap import Wsdl
 from gateway import evidence
 from gateway.certs import DevPki, TlsFiles
 from gateway.checkpointer import Checkpointing
-from gateway.config import HubConfig, PartyRegistry, Settings
+from gateway.config import HubConfig, PartyRegistry
 from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.mapping import MappingSet
-from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
+from gateway.outbox import Outbox, RetryPolicy, delivery_policies, iso, utc_now
 from gateway.payloads import Keyring
 from gateway.schemas import SchemaCatalog
 from gateway.store import Store, UnitOfWork
@@ -261,14 +261,6 @@ class Hub:
             )
         )
         return checkpoint
-
-
-def delivery_policies(settings: Settings, parties: PartyRegistry) -> dict[str, RetryPolicy]:
-    """Each receiver's delivery policy: its ``[parties.<id>.delivery]``, else the settings'."""
-    return {
-        party.id: RetryPolicy.configured(settings, party.delivery)
-        for party in parties.parties.values()
-    }
 
 
 def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:

@@ -26,7 +26,7 @@ import structlog
 
 from adapters import Adapter, DeliveryResult, Outbound
 from gateway import evidence
-from gateway.config import DeliveryOverrides, Settings
+from gateway.config import DeliveryOverrides, PartyRegistry, Settings
 from gateway.errors import NotFoundError, OutboxError, PayloadError
 from gateway.evidence import HubSigner
 from gateway.store import DeliveryRow, Store, UnitOfWork
@@ -38,6 +38,7 @@ __all__ = [
     "RetryPolicy",
     "check_listing",
     "delivery_entry",
+    "delivery_policies",
     "delivery_status",
     "discard",
     "requeue",
@@ -134,6 +135,14 @@ class RetryPolicy:
     def exhausted(self, attempts: int, accepted_at: datetime, now: datetime) -> bool:
         too_old = (now - accepted_at).total_seconds() >= self.max_age_s
         return attempts >= self.max_attempts or too_old
+
+
+def delivery_policies(settings: Settings, parties: PartyRegistry) -> dict[str, RetryPolicy]:
+    """Each receiver's delivery policy: its ``[parties.<id>.delivery]``, else the settings'."""
+    return {
+        party.id: RetryPolicy.configured(settings, party.delivery)
+        for party in parties.parties.values()
+    }
 
 
 # -- circuit breaker ------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ from gateway.certs import init_dev_pki, write_master_key
 from gateway.config import Settings, load_parties
 from gateway.errors import ConfigurationError, NotFoundError, OutboxError
 from gateway.evidence import HubSigner
-from gateway.hub import delivery_policies
 from gateway.outbox import (
     CircuitBreaker,
     Outbox,
     RetryPolicy,
     _reason,
+    delivery_policies,
     delivery_status,
     discard,
     iso,
