@@ -158,13 +158,25 @@ def _delivery_id(text: str) -> int:
     return int(text)
 
 
+# A 503 (the store is away, e.g. a database restart) says when to try again: soon. The sender
+# retries with the same message id, which can never seal a message twice.
+RETRY_AFTER_S = 2
+
+
+def _headers(status: int, trace_id: str) -> dict[str, str]:
+    headers = {TRACE_HEADER: trace_id}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    return headers
+
+
 def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
     body = problem_body(error, trace_id)
     return JSONResponse(
         body,
         status_code=body["status"],
         media_type="application/problem+json",
-        headers={TRACE_HEADER: trace_id},
+        headers=_headers(body["status"], trace_id),
     )
 
 
@@ -191,7 +203,7 @@ def soap_fault_response(
         content,
         status_code=status,
         media_type=soap_content_type(version),
-        headers={TRACE_HEADER: trace_id},
+        headers=_headers(body["status"], trace_id),
     )
 
 
