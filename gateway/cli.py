@@ -43,8 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the store")
     db_cmd = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_cmd.add_parser("upgrade", help="create the store, or bring it to this version")
-    upgrade.add_argument("--data-dir", type=Path, default=None)
-    upgrade.add_argument("--store", default=None, metavar="URL", help="as for serve")
+    _store_options(upgrade)
 
     demo = commands.add_parser("demo", help="run cases of the procedure against the sandbox")
     demo.add_argument(
@@ -181,23 +180,26 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--receiver", default=None, metavar="PARTY")
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="one JSON document")
-    listing.add_argument("--data-dir", type=Path, default=None)
-    listing.add_argument("--store", default=None, metavar="URL", help="as for serve")
+    _store_options(listing)
     retry = box_cmd.add_parser(
         "retry", help="a dead letter back to pending, due now (sealed as delivery.requeued)"
     )
     retry.add_argument("delivery_id", type=int, metavar="DELIVERY-ID")
     retry.add_argument("--reason", default=None, help="why, for the evidence")
-    retry.add_argument("--data-dir", type=Path, default=None)
-    retry.add_argument("--store", default=None, metavar="URL", help="as for serve")
+    _store_options(retry)
     drop = box_cmd.add_parser(
         "discard", help="set a dead letter aside for good (sealed as delivery.discarded)"
     )
     drop.add_argument("delivery_id", type=int, metavar="DELIVERY-ID")
     drop.add_argument("--reason", required=True, help="why, for the evidence")
-    drop.add_argument("--data-dir", type=Path, default=None)
-    drop.add_argument("--store", default=None, metavar="URL", help="as for serve")
+    _store_options(drop)
     return parser
+
+
+def _store_options(command: argparse.ArgumentParser) -> None:
+    """Where the hub's store is: its data dir's SQLite file, or the --store of `serve`."""
+    command.add_argument("--data-dir", type=Path, default=None)
+    command.add_argument("--store", default=None, metavar="URL", help="as for serve")
 
 
 def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untyped-def]
