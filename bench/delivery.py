@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from http_load import load
 from hubs import (
     cpu_seconds,
     hub_env,
@@ -38,7 +39,6 @@ from hubs import (
     store_label,
     store_pids,
 )
-from http_load import load
 
 from gateway.certs import DevPki
 from gateway.config import HubConfig, Settings
@@ -122,13 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 close()
             received = sum(
-                sum(1 for r in office.received if not r.duplicate)
-                for office in sb.offices.values()
+                sum(1 for r in office.received if not r.duplicate) for office in sb.offices.values()
             )
     accepting = accepted_at - started
     elapsed = finished - started
     accepted = tally.accepted
-    hub_cpu, db_cpu, own_cpu = (after - before for after, before in zip(cpu_after, cpu_before))
+    hub_cpu, db_cpu, own_cpu = (b - a for a, b in zip(cpu_before, cpu_after, strict=True))
     per = 1000 / max(accepted, 1)
     print(
         f"{args.clients} clients, {args.replicas} replica(s), {store_label(args.store)},"

@@ -54,9 +54,8 @@ class Tally:
     def take(self) -> bool:
         if time.monotonic() >= self.stop_at:
             return False
-        if self.budget is not None:
-            if self.sent >= self.budget:
-                return False
+        if self.budget is not None and self.sent >= self.budget:
+            return False
         self.sent += 1
         return True
 

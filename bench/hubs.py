@@ -173,7 +173,8 @@ def store_pids(store: str) -> list[int]:
     name = conninfo_to_dict(store).get("application_name")
     with psycopg.connect(store, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
             (name,),
         ).fetchall()
     return [int(row[0]) for row in rows]
