@@ -629,20 +629,31 @@ class SqlStore:
         results: list[tuple[concurrent.futures.Future[Any], BaseException | None, Any]] = []
         try:
             conn.execute(self.dialect.begin)
+            # A savepoint keeps one unit's failure from undoing the others of its batch; a batch
+            # of one (the common case below saturation) needs none: its transaction is its
+            # savepoint. Two statements fewer per unit: on PostgreSQL two round trips, one of
+            # them while the LEAVES lock is held.
+            alone = len(batch) == 1
             for work, future in batch:
-                conn.execute("SAVEPOINT unit")
+                if not alone:
+                    conn.execute("SAVEPOINT unit")
                 try:
                     value = work(unit)
                 except Exception as exc:  # noqa: BLE001 - handed to the submitter
-                    conn.execute("ROLLBACK TO SAVEPOINT unit")
-                    conn.execute("RELEASE SAVEPOINT unit")
+                    if alone:
+                        conn.execute("ROLLBACK")
+                    else:
+                        conn.execute("ROLLBACK TO SAVEPOINT unit")
+                        conn.execute("RELEASE SAVEPOINT unit")
                     if isinstance(exc, errors):
                         exc = StoreError(f"store write failed: {exc}")
                     results.append((future, exc, None))
                 else:
-                    conn.execute("RELEASE SAVEPOINT unit")
+                    if not alone:
+                        conn.execute("RELEASE SAVEPOINT unit")
                     results.append((future, None, value))
-            conn.execute("COMMIT")
+            if not (alone and results[0][1] is not None):
+                conn.execute("COMMIT")
         except errors as exc:
             try:
                 conn.execute("ROLLBACK")
