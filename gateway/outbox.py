@@ -13,6 +13,7 @@ sealed as evidence. docs/delivery.md tells the whole of it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
@@ -276,7 +277,11 @@ class Outbox:
         self.on_outcome = on_outcome
         self.breaker = CircuitBreaker(self.policy_of, on_circuit)
         self._claiming = threading.Lock()  # a half-open circuit lets exactly one probe through
-        self._wake = threading.Event()
+        # One permit per wake, at most one per worker: an accepted message wakes one idle worker
+        # (not all of them, each to claim nothing but one).
+        self._wake = threading.BoundedSemaphore(max(workers, 1))
+        while self._wake.acquire(blocking=False):
+            pass
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._loop, name=f"guichet-outbox-{i}", daemon=True)
@@ -291,12 +296,14 @@ class Outbox:
             thread.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        with contextlib.suppress(ValueError):  # every worker has a permit already
+            self._wake.release()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; finish the deliveries in hand (their leases cover a crash)."""
         self._stop.set()
-        self._wake.set()
+        for _ in self._threads:
+            self.wake()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -308,8 +315,7 @@ class Outbox:
                 log.exception("outbox.error")
                 worked = 0
             if not worked:
-                self._wake.wait(timeout=0.25)
-                self._wake.clear()
+                self._wake.acquire(timeout=0.25)
 
     def run_once(self, limit: int = 1) -> int:
         """Claim and deliver up to ``limit`` rows, one at a time (a lease covers one delivery,
