@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = 48 * 3600.0  # then a delivery is dead-lettered, never dropped
     delivery_backoff_s: float = 0.5
     delivery_backoff_cap_s: float = 900.0
+    # How long a claimed delivery stays its worker's: a replica killed mid-delivery leaves its
+    # claims to be taken over after this (it must outlast an adapter's timeout).
+    delivery_lease_s: float = 120.0
     log_level: str = "info"
     # Checkpoints (signed tree heads) and their RFC 3161 timestamps: a checkpoint every
     # checkpoint_interval_s seconds or every checkpoint_every_records new records, whichever

@@ -131,6 +131,7 @@ class Hub:
                 max_age_s=config.settings.delivery_max_age_s,
                 backoff_s=config.settings.delivery_backoff_s,
                 backoff_cap_s=config.settings.delivery_backoff_cap_s,
+                lease_s=config.settings.delivery_lease_s,
             ),
             workers=config.settings.delivery_workers,
             on_outcome=lambda receiver, state: self.metrics.deliveries.labels(
