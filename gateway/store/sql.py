@@ -675,6 +675,16 @@ class SqlStore:
         )
         return int(rows[0][0])
 
+    def delivery_states(self) -> dict[str, int]:
+        """How many deliveries are in each state (pending, delivering, retrying, delivered,
+        dead): what an operator looks at after a crash or a stop."""
+        return {
+            str(r[0]): int(r[1])
+            for r in self._rows(
+                "SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state"
+            )
+        }
+
     def payload(self, sha256: str) -> bytes | None:
         return self._read(lambda conn: payload(conn, self.dialect, sha256, self.keyring))
 
