@@ -194,6 +194,8 @@ class Portal:
     accepted: list[Accepted] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     refusals: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # (when the answer came, what it was, how long it took), monotonic seconds
+    answers: list[tuple[float, str, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _turn: int = 0
 
@@ -209,15 +211,19 @@ class Portal:
             self._turn += 1
             hub = hubs[self._turn % len(hubs)]
         body = _message(name, subject, postcode)
+        started = time.monotonic()
         try:
             with hub.client(timeout=self.timeout_s) as client:
                 response = client.post("/v1/messages", json=body)
         except httpx.HTTPError as exc:
             with self._lock:
                 self.outcomes[type(exc).__name__] += 1
+                self.answers.append((time.monotonic(), type(exc).__name__, 0.0))
             return None
         with self._lock:
             self.outcomes[str(response.status_code)] += 1
+            now = time.monotonic()
+            self.answers.append((now, str(response.status_code), now - started))
             if response.status_code == 202:
                 receipt = response.json()
                 self.accepted.append(
@@ -623,12 +629,17 @@ def test_the_database_restarted_under_load_gives_503s_then_the_hub_recovers_alon
                 assert client.get("/healthz").status_code == 200
                 assert client.get("/readyz").status_code == 503
             private_postgres.pg_ctl("start")
+            up_at = time.monotonic()
             back = len(portal.accepted)
             # Back: the same hub process accepts again, without a restart.
             assert wait_until(lambda: len(portal.accepted) >= back + 10, timeout=30), (
                 portal.outcomes
             )
         assert hub.alive()
+        refused_after = [a for a in portal.answers if a[0] > up_at and a[1] != "202"]
+        first_after = min(a[0] for a in portal.answers if a[0] > up_at and a[1] == "202")
+        slowest_503 = max(a[2] for a in portal.answers if a[1] == "503")
+        assert slowest_503 < 10, "a refusal while the database is away must come quickly"
         assert set(portal.outcomes) <= {"202", "503"}, portal.outcomes
         codes = {body.get("code") for status, body in portal.refusals}
         assert codes <= {"store.unavailable"}, portal.refusals[:3]
@@ -646,7 +657,9 @@ def test_the_database_restarted_under_load_gives_503s_then_the_hub_recovers_alon
         assert hub.terminate() == 0
         assert_audit_verifies("--store", url, "--cert", str(data_dir / "pki" / "hub-signing.pem"))
         print(
-            f"accepted {len(portal.accepted)}, outcomes {dict(portal.outcomes)}, repeats {repeats}"
+            f"accepted {len(portal.accepted)}, outcomes {dict(portal.outcomes)}, repeats {repeats},"
+            f" slowest 503 {slowest_503:.2f} s, first 202 {first_after - up_at:.2f} s after the"
+            f" database was back, refusals after {len(refused_after)}"
         )
     finally:
         hub.kill()

@@ -581,6 +581,7 @@ class SqlStore:
         try:
             unit = self._writer_unit()
         except StoreError as exc:  # the database is away: this batch fails, a later one retries
+            self._found_away()
             _fail(batch, exc)
             return
         conn = unit.conn
@@ -606,8 +607,10 @@ class SqlStore:
                 conn.execute("ROLLBACK")
             except errors:
                 self._drop_writer()  # the connection is gone: a new one for the next batch
+                self._found_away()
             if not self._alive(conn):
                 self._drop_writer()
+                self._found_away()
             _fail(batch, _unavailable(exc))
             return
         for future, error, value in results:
@@ -615,6 +618,10 @@ class SqlStore:
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    def _found_away(self) -> None:
+        """The writer found the database away (a restart, a network cut): readers may stop
+        waiting on connections that are gone (PostgreSQL)."""
 
     def _alive(self, conn: Connection) -> bool:
         try:
