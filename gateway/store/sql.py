@@ -584,10 +584,27 @@ class SqlStore:
             self._found_away()
             _fail(batch, exc)
             return
+        try:
+            unit.conn.execute(self.dialect.begin)
+        except errors as exc:
+            if self._alive(unit.conn):
+                _fail(batch, _unavailable(exc))
+                return
+            # Nothing of the batch has run, on a connection lost while idle (the database
+            # restarted since the last batch): the batch goes on a new connection, at once.
+            self._drop_writer()
+            lost: tuple[type[BaseException], ...] = (StoreError, *errors)
+            try:
+                unit = self._writer_unit()
+                unit.conn.execute(self.dialect.begin)
+            except lost as again:
+                self._drop_writer()
+                self._found_away()
+                _fail(batch, again if isinstance(again, StoreError) else _unavailable(again))
+                return
         conn = unit.conn
         results: list[tuple[concurrent.futures.Future[Any], BaseException | None, Any]] = []
         try:
-            conn.execute(self.dialect.begin)
             for work, future in batch:
                 conn.execute("SAVEPOINT unit")
                 try:
