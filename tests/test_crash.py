@@ -276,10 +276,12 @@ def under_load(portal: Portal, threads: int = 3, pause_s: float = 0.0) -> Iterat
 # -- what the store and the evidence say ------------------------------------------------------
 
 
-def _read_store(url: str, data_dir: Path) -> tuple[list[dict[str, Any]], Any]:
-    """The evidence records, and the store (open; the caller closes it)."""
-    store = open_store(url, data_dir)
-    return [json.loads(leaf.record) for leaf in store.leaves()], store
+def all_delivered(store: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Wait until every delivery in the store is delivered (a row a dead hub held is taken
+    again once its lease runs out, even when its receiver already had it); the evidence."""
+    settled = wait_until(lambda: set(store.delivery_states()) == {"delivered"}, timeout)
+    assert settled, store.delivery_states()
+    return [json.loads(leaf.record) for leaf in store.leaves()]
 
 
 def attempts_in_evidence(records: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
@@ -376,8 +378,11 @@ def _down_then_up(data_dir: Path, sandbox: Sandbox, pki: DevPki) -> Iterator[Dow
         sandbox.offices["be-vlg-wse"].fail_next(3, 503)
         offices.up("be-vlg-wse")
         wait_delivered(portal, offices, timeout=30)
-        records, store = _read_store(default_url(data_dir), data_dir)
-        store.close()
+        store = open_store(default_url(data_dir), data_dir)
+        try:
+            records = all_delivered(store)
+        finally:
+            store.close()
         flanders = [r for r in sandbox.offices["be-vlg-wse"].received if not r.duplicate]
         order = {s: [r.message_id for r in flanders if r.subject == s] for s in subjects}
         assert offices.duplicates() == 0
@@ -458,32 +463,35 @@ def test_replicas_on_postgres_survive_a_kill_and_the_sequencer_s_death(
         ), "no single sequencer among the replicas"
         leader = next(h for h in replicas if operator_metric(h, "guichet_sequencer") == 1.0)
         others = [h for h in replicas if h is not leader]
-        # The portal posts to two replicas (the third is a standby that delivers and may lead).
+        # The portal posts to two replicas (the third is a standby that delivers and may lead);
+        # requests in flight to a replica that is killed get no answer, the others are answered.
+        survivor = others[1]
         front = [leader, others[0]]
         portal = Portal(lambda: front)
         with under_load(portal, threads=3):
             assert wait_until(lambda: len(portal.accepted) >= 15, timeout=30)
             others[0].kill()  # a replica dies mid-way, holding claims
-            front.remove(others[0])
+            front = [leader]
             accepted_at_kill = len(portal.accepted)
             assert wait_until(lambda: len(portal.accepted) >= accepted_at_kill + 10, timeout=30)
+            front = [leader, survivor]
             leader.kill()  # then the sequencer
             killed_at = datetime.now(UTC).isoformat()
-            front[:] = [others[1]]
-            survivor = others[1]
+            front = [survivor]
             accepted_at_kill = len(portal.accepted)
             assert wait_until(lambda: len(portal.accepted) >= accepted_at_kill + 10, timeout=30)
         assert wait_until(lambda: operator_metric(survivor, "guichet_sequencer") == 1.0, 15), (
             "the surviving replica did not take over as sequencer"
         )
         wait_delivered(portal, offices, timeout=60)
-        assert all(
-            code in {"202", "ConnectError", "RemoteProtocolError", "ReadError"}
-            for code in portal.outcomes
-        ), portal.outcomes
+        # Every answer was a 202: no 5xx from the replicas left, whatever died.
+        assert not portal.refusals, portal.refusals[:3]
+        assert "no hub" not in portal.outcomes
 
-        records, store = _read_store(url, data_dir)
+        store = open_store(url, data_dir)
         try:
+            records = all_delivered(store)
+
             # The survivor checkpoints the whole log, deliveries after the leader's death included.
             def covered() -> bool:
                 latest = store.latest_checkpoint()
@@ -492,8 +500,6 @@ def test_replicas_on_postgres_survive_a_kill_and_the_sequencer_s_death(
             assert wait_until(covered, timeout=20), "no checkpoint covers the log after the kill"
             latest = store.latest_checkpoint()
             assert latest is not None and latest["time"] > killed_at.replace("+00:00", "Z")
-            assert store.delivery_states().keys() == {"delivered"}, store.delivery_states()
-            records = [json.loads(leaf.record) for leaf in store.leaves()]
         finally:
             store.close()
         repeats = assert_repeats_are_retries(offices, records)
@@ -533,12 +539,12 @@ def test_a_sqlite_hub_killed_under_load_delivers_every_accepted_message_after_re
                 receivers = {d["receiver"] for d in status.json()["deliveries"]}
                 assert receivers == set(message.receivers)
         wait_delivered(portal, offices, timeout=60)
-        assert restarted.terminate() == 0
-        records, store = _read_store(default_url(data_dir), data_dir)
+        store = open_store(default_url(data_dir), data_dir)
         try:
-            assert store.delivery_states().keys() == {"delivered"}, store.delivery_states()
+            records = all_delivered(store)
         finally:
             store.close()
+        assert restarted.terminate() == 0
         repeats = assert_repeats_are_retries(offices, records)
         assert_audit_verifies("--data-dir", str(data_dir))
         print(f"accepted {len(accepted)}, outcomes {dict(portal.outcomes)}, repeats {repeats}")
@@ -645,12 +651,9 @@ def test_the_database_restarted_under_load_gives_503s_then_the_hub_recovers_alon
         assert codes <= {"store.unavailable"}, portal.refusals[:3]
         assert portal.outcomes["503"] >= 3
         wait_delivered(portal, offices, timeout=60)
-        records, store = _read_store(url, data_dir)
+        store = open_store(url, data_dir)
         try:
-            assert wait_until(lambda: store.delivery_states().keys() == {"delivered"}, 20), (
-                store.delivery_states()
-            )
-            records = [json.loads(leaf.record) for leaf in store.leaves()]
+            records = all_delivered(store)
         finally:
             store.close()
         repeats = assert_repeats_are_retries(offices, records)
