@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.certs import DevPki
 from gateway.mapping import MappingSet
+from gateway.outbox import iso, utc_now
 from gateway.sandbox import Sandbox
 from gateway.service.server import ServerThread
 from gateway.store import default_url, open_store
@@ -683,7 +684,7 @@ def test_sigterm_finishes_deliveries_in_hand_and_exits_0(
         portal = Portal(lambda: [hub])
         with under_load(portal, threads=3):
             assert wait_until(lambda: len(portal.accepted) >= 20, timeout=30)
-            started = time.monotonic()
+            started, signalled_at = time.monotonic(), iso(utc_now())
             assert hub.terminate(timeout=30) == 0, hub.log()[-2000:]
             stopped_in = time.monotonic() - started
         assert stopped_in < 20
@@ -691,9 +692,15 @@ def test_sigterm_finishes_deliveries_in_hand_and_exits_0(
         store = open_store(default_url(data_dir), data_dir)
         try:
             states = store.delivery_states()
+            finished = [
+                r
+                for r in map(json.loads, (leaf.record for leaf in store.leaves()))
+                if r["event"] == "delivery.delivered" and r["time"] > signalled_at
+            ]
         finally:
             store.close()
         assert "delivering" not in states, states  # every claim in hand was finished
+        assert finished, "no delivery was in hand at SIGTERM: the test proves nothing"
         assert states.get("delivered", 0) == len(received_before), (states, len(received_before))
         restarted = start_hub_process(data_dir, endpoints=offices.endpoints, settings=FAST)
         wait_delivered(portal, offices, timeout=60)
@@ -702,7 +709,7 @@ def test_sigterm_finishes_deliveries_in_hand_and_exits_0(
         assert_audit_verifies("--data-dir", str(data_dir))
         print(
             f"accepted {len(portal.accepted)}, stopped in {stopped_in:.1f} s,"
-            f" states at stop {states}"
+            f" {len(finished)} deliveries finished after SIGTERM, states at stop {states}"
         )
     finally:
         hub.kill()
