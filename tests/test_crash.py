@@ -40,7 +40,7 @@ from gateway.mapping import MappingSet
 from gateway.outbox import iso, utc_now
 from gateway.sandbox import Sandbox
 from gateway.service.server import ServerThread
-from gateway.store import default_url, open_store
+from gateway.store import open_store
 from gateway.testing import (
     HubProcess,
     free_port,
@@ -277,6 +277,12 @@ def under_load(portal: Portal, threads: int = 3, pause_s: float = 0.0) -> Iterat
 # -- what the store and the evidence say ------------------------------------------------------
 
 
+def sqlite_store(data_dir: Path) -> str:
+    """The store of a hub started without ``--store``: its data dir's SQLite file (also when
+    the rest of the suite runs on PostgreSQL, which changes the default of this process only)."""
+    return f"sqlite:///{(data_dir / 'guichet.db').resolve()}"
+
+
 def all_delivered(store: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Wait until every delivery in the store is delivered (a row a dead hub held is taken
     again once its lease runs out, even when its receiver already had it); the evidence."""
@@ -379,7 +385,7 @@ def _down_then_up(data_dir: Path, sandbox: Sandbox, pki: DevPki) -> Iterator[Dow
         sandbox.offices["be-vlg-wse"].fail_next(3, 503)
         offices.up("be-vlg-wse")
         wait_delivered(portal, offices, timeout=30)
-        store = open_store(default_url(data_dir), data_dir)
+        store = open_store(sqlite_store(data_dir), data_dir)
         try:
             records = all_delivered(store)
         finally:
@@ -540,7 +546,7 @@ def test_a_sqlite_hub_killed_under_load_delivers_every_accepted_message_after_re
                 receivers = {d["receiver"] for d in status.json()["deliveries"]}
                 assert receivers == set(message.receivers)
         wait_delivered(portal, offices, timeout=60)
-        store = open_store(default_url(data_dir), data_dir)
+        store = open_store(sqlite_store(data_dir), data_dir)
         try:
             records = all_delivered(store)
         finally:
@@ -689,7 +695,7 @@ def test_sigterm_finishes_deliveries_in_hand_and_exits_0(
             stopped_in = time.monotonic() - started
         assert stopped_in < 20
         received_before = offices.receptions()
-        store = open_store(default_url(data_dir), data_dir)
+        store = open_store(sqlite_store(data_dir), data_dir)
         try:
             states = store.delivery_states()
             finished = [
