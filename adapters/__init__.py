@@ -1,9 +1,10 @@
 """Protocol adapters: how the hub hands a translated message to a receiver's back office.
 
-An adapter implements one method, ``_send``; :class:`BaseAdapter` adds timing, the translation of
-transport errors into a :class:`DeliveryResult`, and logging. Adapters are registered under the
-``guichet.adapters`` entry-point group by protocol name (``rest``, ``soap11``, …), so an integrator
-adds one in its own package without touching ``gateway/``.
+An adapter implements one method, ``_send``, which answers a :class:`Reply`;
+:class:`BaseAdapter` adds timing, the translation of transport errors into a
+:class:`DeliveryResult`, and logging. Adapters are registered under the ``guichet.adapters``
+entry-point group by protocol name (``rest``, ``soap11``, …), so an integrator adds one in its own
+package without touching ``gateway/``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import httpx
 import structlog
@@ -28,7 +31,10 @@ __all__ = [
     "DeliveryResult",
     "Outbound",
     "ReceiverConfig",
+    "Reply",
+    "classify",
     "load_adapter",
+    "retry_after",
 ]
 
 log = structlog.get_logger("guichet.delivery")
@@ -67,13 +73,28 @@ Outcome = Literal["delivered", "rejected", "failed"]
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """``delivered``; ``rejected`` (permanent: 4xx, SOAP Client fault); ``failed`` (retryable)."""
+    """``delivered``; ``rejected`` (permanent: 4xx, SOAP Client fault); ``failed`` (retryable).
+
+    ``detail`` may quote the receiver's answer: it is for the adapter's caller, never for logs or
+    evidence. ``retry_after_s``: the receiver's ``Retry-After`` (429, 503), in seconds from now.
+    """
 
     outcome: Outcome
     status: int | None
     response: bytes
     detail: str
     duration_ms: float
+    retry_after_s: float | None = None
+
+
+class Reply(NamedTuple):
+    """What ``_send`` answers (a plain 4-tuple, without ``retry_after_s``, is accepted too)."""
+
+    outcome: Outcome
+    status: int | None
+    response: bytes
+    detail: str
+    retry_after_s: float | None = None
 
 
 class Adapter(Protocol):
@@ -94,11 +115,12 @@ class BaseAdapter:
     def deliver(self, outbound: Outbound) -> DeliveryResult:
         started = time.perf_counter()
         try:
-            outcome, status, response, detail = self._send(outbound)
+            reply = Reply(*self._send(outbound))
         except httpx.TimeoutException as exc:
-            outcome, status, response, detail = "failed", None, b"", f"timeout: {exc!r}"
+            reply = Reply("failed", None, b"", f"timeout: {type(exc).__name__}")
         except httpx.HTTPError as exc:
-            outcome, status, response, detail = "failed", None, b"", f"transport: {exc!r}"
+            reply = Reply("failed", None, b"", f"transport: {type(exc).__name__}")
+        outcome, status, response, detail, later = reply
         elapsed = (time.perf_counter() - started) * 1000
         log.info(
             "delivery.attempted",
@@ -108,11 +130,12 @@ class BaseAdapter:
             attempt=outbound.attempt,
             outcome=outcome,
             status=status,
+            retry_after_s=later,
             duration_ms=round(elapsed, 2),
         )
-        return DeliveryResult(outcome, status, response, detail, elapsed)
+        return DeliveryResult(outcome, status, response, detail, elapsed, later)
 
-    def _send(self, outbound: Outbound) -> tuple[Outcome, int | None, bytes, str]:
+    def _send(self, outbound: Outbound) -> Reply:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -134,6 +157,30 @@ def classify(status: int) -> Outcome:
     if status in (408, 425, 429) or status >= 500:
         return "failed"
     return "rejected"
+
+
+# Retry-After is honoured on the statuses that mean "later" (RFC 9110 §10.2.3, RFC 6585 §4).
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """A 429 or 503's ``Retry-After`` in seconds from ``now``: delta-seconds or an HTTP-date
+    (RFC 9110 §10.2.3); a date already past is 0. None for other statuses, or a value that is
+    neither (a malformed header is ignored, not trusted)."""
+    if response.status_code not in _RETRY_AFTER_STATUSES:
+        return None
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": a time in UTC with no zone said
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def load_adapter(protocol: str) -> AdapterFactory:

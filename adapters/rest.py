@@ -3,14 +3,15 @@
 The message id travels as ``Idempotency-Key`` so a back office that honours it applies a retried
 delivery once; the trace id as ``BelGov-Trace-Id``, the Belgian e-government convention. The
 outcome is the HTTP status alone (:func:`adapters.classify`): the body of the answer is kept for
-the evidence, never interpreted.
+the evidence, never interpreted; a 429 or 503's ``Retry-After`` is read
+(:func:`adapters.retry_after`).
 """
 
 from __future__ import annotations
 
 import httpx
 
-from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, classify
+from adapters import BaseAdapter, Outbound, ReceiverConfig, Reply, classify, retry_after
 from gateway.errors import ParseError
 from gateway.xml import parse_json
 
@@ -25,7 +26,7 @@ class RestAdapter(BaseAdapter):
         self._url = config.endpoint.rstrip("/") + "/messages"
         self._client = self._http_client()
 
-    def _send(self, outbound: Outbound) -> tuple[Outcome, int | None, bytes, str]:
+    def _send(self, outbound: Outbound) -> Reply:
         response = self._client.post(
             self._url,
             content=outbound.body,
@@ -38,7 +39,7 @@ class RestAdapter(BaseAdapter):
         )
         outcome = classify(response.status_code)
         detail = "" if outcome == "delivered" else _detail(response)
-        return outcome, response.status_code, response.content, detail
+        return Reply(outcome, response.status_code, response.content, detail, retry_after(response))
 
     def close(self) -> None:
         self._client.close()

@@ -17,6 +17,7 @@ A WSDL that binds one operation in both versions is called in the version the ad
 
 How a reply is read::
 
+    HTTP 408, 425, 429 (a throttle: whatever Fault comes with it)         → failed
     SOAP 1.1 Fault *:Client (Client.*), MustUnderstand, VersionMismatch   → rejected
     SOAP 1.2 Fault env:Sender, MustUnderstand, VersionMismatch,
                    DataEncodingUnknown                                   → rejected
@@ -25,6 +26,8 @@ How a reply is read::
          SOAP version, and zeep reads it                                 → delivered
     2xx, anything else (not XML, not an envelope, another element)       → failed
     any other status without a Fault                                     → classify(status)
+
+A 429 or 503 (with or without a Fault) that is retried gives its ``Retry-After`` to the outbox.
 
 Replies are parsed with the hub's hardened parser (``gateway.xml.parse_xml``), never by zeep's.
 """
@@ -46,7 +49,7 @@ from zeep.transports import Transport
 from zeep.wsdl import Document
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
-from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, classify
+from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, Reply, classify, retry_after
 from gateway.errors import ConfigurationError, GatewayError, ParseError, UnknownMessageTypeError
 from gateway.namespaces import HUB_NS
 from gateway.xml import (
@@ -370,13 +373,13 @@ class SoapAdapter(BaseAdapter):
         )
         self._client = self._http_client()
 
-    def _send(self, outbound: Outbound) -> tuple[Outcome, int | None, bytes, str]:
+    def _send(self, outbound: Outbound) -> Reply:
         try:
             payload = parse_xml(outbound.body)
             operation = self.wsdl.operation_for(payload)
         except GatewayError as exc:
             # The hub produced a body this receiver has no operation for: no retry will help.
-            return "rejected", None, b"", f"{exc.code}: {exc.detail}"
+            return Reply("rejected", None, b"", f"{exc.code}: {exc.detail}")
         envelope = build_envelope(
             payload,
             {"MessageId": outbound.message_id, "TraceId": outbound.trace_id},
@@ -387,7 +390,8 @@ class SoapAdapter(BaseAdapter):
             headers["SOAPAction"] = f'"{operation.soap_action}"'
         response = self._client.post(self.config.endpoint, content=envelope, headers=headers)
         outcome, detail = _outcome(operation, response)
-        return outcome, response.status_code, response.content, detail
+        later = retry_after(response) if outcome == "failed" else None
+        return Reply(outcome, response.status_code, response.content, detail, later)
 
     def close(self) -> None:
         self._client.close()
@@ -397,6 +401,9 @@ class Soap12Adapter(SoapAdapter):
     """The ``soap12`` adapter: the same, calling SOAP 1.2 where the WSDL binds both versions."""
 
     prefer: ClassVar[SoapVersion] = "1.2"
+
+
+_NOT_NOW = frozenset({408, 425, 429})
 
 
 def _outcome(operation: SoapOperation, response: httpx.Response) -> tuple[Outcome, str]:
@@ -410,7 +417,9 @@ def _outcome(operation: SoapOperation, response: httpx.Response) -> tuple[Outcom
         return classify(status), f"HTTP {status} {response.reason_phrase}".rstrip()
     fault = soap_fault_of(payload)
     if fault is not None:
-        outcome: Outcome = "rejected" if fault.permanent else "failed"
+        # 408, 425 and 429 say "not now" whatever the Fault says: the message may be right.
+        permanent = fault.permanent and status not in _NOT_NOW
+        outcome: Outcome = "rejected" if permanent else "failed"
         return outcome, f"SOAP Fault {fault.code}: {fault.string}"
     if not 200 <= status < 300:
         return classify(status), f"HTTP {status} {response.reason_phrase}".rstrip()

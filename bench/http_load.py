@@ -1,10 +1,14 @@
 """Accepted messages per second over HTTPS with mutual TLS, N concurrent clients, bounded time.
 
-Starts ``guichet serve`` as its own process on a fresh data dir (embedded SQLite), then N
-keep-alive mTLS connections post the portal's ``application.submitted`` (each with its own message
-id) as fast as the hub answers, for ``--seconds``. Counts 202s; latency is per request.
-Deliveries are paused (``GUICHET_DELIVERY_WORKERS=0``): this measures the accepting path alone,
-the outbox drains afterwards. Last line: ``http_msgs_per_s=<n> p50_ms=<a> p99_ms=<b>``.
+Starts ``guichet serve`` (``--replicas`` processes of one hub, on their own ports, sharing the
+data dir and the store: ``--store``, default the embedded SQLite file of a fresh data dir; a
+PostgreSQL address gets a fresh schema for the run, dropped afterwards), then N keep-alive mTLS
+connections, spread round-robin over the replicas (a stand-in for a load balancer), post the
+portal's ``application.submitted`` (each with its own message id) as fast as the hub answers, for
+``--seconds``. Counts 202s; latency is per request. Deliveries are paused
+(``GUICHET_DELIVERY_WORKERS=0``): this measures the accepting path alone. The load generator runs
+on the same machine as the hub and shares its cores.
+Last line: ``http_msgs_per_s=<n> p50_ms=<a> p99_ms=<b>``.
 """
 
 from __future__ import annotations
@@ -12,54 +16,62 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from hubs import (
+    cpu_seconds,
+    hub_env,
+    init_pki,
+    own_cpu_seconds,
+    percentile,
+    run_store,
+    serve,
+    store_label,
+    store_pids,
+)
 
 HOME = Path(__file__).resolve().parents[1]
 EXAMPLE = HOME / "examples" / "be-platform" / "application.submitted.json"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass
+class Tally:
+    """What the clients saw; ``budget``: how many messages in all (None: until the time is up)."""
+
+    stop_at: float
+    budget: int | None = None
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    def take(self) -> bool:
+        if time.monotonic() >= self.stop_at:
+            return False
+        if self.budget is not None and self.sent >= self.budget:
+            return False
+        self.sent += 1
+        return True
+
+    @property
+    def accepted(self) -> int:
+        return self.statuses.get(202, 0)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the hub exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the hub did not start listening")
-
-
-async def client(
-    ctx: ssl.SSLContext,
-    port: int,
-    template: dict[str, object],
-    stop_at: float,
-    latencies: list[float],
-    statuses: dict[int, int],
-) -> None:
+async def client(ctx: ssl.SSLContext, port: int, template: dict[str, object], tally: Tally) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
     )
     header = template["header"]
     assert isinstance(header, dict)
     try:
-        while time.monotonic() < stop_at:
+        while tally.take():
             header["messageId"] = str(uuid.uuid4())
             body = json.dumps(template).encode()
             request = (
@@ -79,79 +91,68 @@ async def client(
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            statuses[status] = statuses.get(status, 0) + 1
+            tally.latencies.append(time.perf_counter() - started)
+            tally.statuses[status] = tally.statuses.get(status, 0) + 1
     finally:
         writer.close()
 
 
 async def load(
-    pki: Path, port: int, clients: int, seconds: float
-) -> tuple[int, list[float], dict[int, int]]:
+    pki: Path, ports: Sequence[int], clients: int, seconds: float, budget: int | None = None
+) -> Tally:
+    """``clients`` connections, client i to ``ports[i % len(ports)]``, for ``seconds`` or until
+    ``budget`` messages have been sent."""
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     ctx.load_cert_chain(pki / "be-platform.pem", pki / "be-platform.key")
     template = json.loads(EXAMPLE.read_bytes())
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    stop_at = time.monotonic() + seconds
+    tally = Tally(time.monotonic() + seconds, budget)
     await asyncio.gather(
         *(
-            client(ctx, port, json.loads(json.dumps(template)), stop_at, latencies, statuses)
-            for _ in range(clients)
+            client(ctx, ports[i % len(ports)], json.loads(json.dumps(template)), tally)
+            for i in range(clients)
         )
     )
-    return statuses.get(202, 0), latencies, statuses
+    return tally
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--store", default=None, metavar="URL", help="postgresql://… (default: SQLite)"
+    )
+    parser.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args(argv)
+    env = hub_env(GUICHET_DELIVERY_WORKERS="0")
     with tempfile.TemporaryDirectory(prefix="guichet-load-") as scratch:
         data = Path(scratch)
-        port = free_port()
-        env = {**os.environ, "GUICHET_DELIVERY_WORKERS": "0", "GUICHET_LOG_LEVEL": "warning"}
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "certs", "init", "--dir", str(data / "pki")],
-            cwd=HOME,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            check=True,
-        )
-        hub = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "serve",
-                "--data-dir",
-                str(data),
-                "--port",
-                str(port),
-            ],
-            cwd=HOME,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(port, hub)
+        pki = init_pki(data, env)
+        with run_store(args.store, data) as store, serve(data, store, args.replicas, env) as hubs:
+            pids = [process.pid for process in hubs.processes]
+            backends = store_pids(store)
+            hub_cpu, own_cpu = cpu_seconds(pids), own_cpu_seconds()
+            db_cpu = cpu_seconds(backends)
             started = time.monotonic()
-            accepted, latencies, statuses = asyncio.run(
-                load(data / "pki", port, args.clients, args.seconds)
-            )
+            tally = asyncio.run(load(pki, hubs.ports, args.clients, args.seconds))
             elapsed = time.monotonic() - started
-        finally:
-            hub.terminate()
-            hub.wait(timeout=30)
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0.0
-    p99 = (
-        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies else 0.0
+            hub_cpu, own_cpu = cpu_seconds(pids) - hub_cpu, own_cpu_seconds() - own_cpu
+            db_cpu = cpu_seconds(backends) - db_cpu
+    latencies = sorted(tally.latencies)
+    p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    print(
+        f"{args.clients} clients, {args.replicas} replica(s), {store_label(args.store)},"
+        f" {elapsed:.1f} s, statuses {dict(sorted(tally.statuses.items()))}"
     )
-    print(f"{args.clients} clients, {elapsed:.1f} s, statuses {dict(sorted(statuses.items()))}")
-    print(f"http_msgs_per_s={accepted / elapsed:.1f} p50_ms={p50:.2f} p99_ms={p99:.2f}")
-    return 0 if accepted else 1
+    # CPU per accepted message: steadier than the rate on a shared, noisy machine.
+    per = 1000 / max(tally.accepted, 1)
+    print(
+        f"hub_cpu_ms_per_msg={hub_cpu * per:.2f} client_cpu_ms_per_msg={own_cpu * per:.2f}"
+        + (f" postgres_cpu_ms_per_msg={db_cpu * per:.2f}" if backends else "")
+        + f" (hub processes used {hub_cpu / elapsed:.2f} cores)"
+    )
+    print(f"http_msgs_per_s={tally.accepted / elapsed:.1f} p50_ms={p50:.2f} p99_ms={p99:.2f}")
+    return 0 if tally.accepted else 1
 
 
 if __name__ == "__main__":

@@ -43,8 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the store")
     db_cmd = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_cmd.add_parser("upgrade", help="create the store, or bring it to this version")
-    upgrade.add_argument("--data-dir", type=Path, default=None)
-    upgrade.add_argument("--store", default=None, metavar="URL", help="as for serve")
+    _store_options(upgrade)
 
     demo = commands.add_parser("demo", help="run cases of the procedure against the sandbox")
     demo.add_argument(
@@ -169,7 +168,38 @@ def _parser() -> argparse.ArgumentParser:
         "--before", required=True, metavar="DATE", help="2026-01-31 (UTC) or an RFC 3339 time"
     )
     purge.add_argument("--data-dir", type=Path, default=None)
+
+    box = commands.add_parser("outbox", help="deliveries: list them, retry or discard dead letters")
+    box_cmd = box.add_subparsers(dest="outbox_command", required=True)
+    listing = box_cmd.add_parser("list", help="deliveries, newest first")
+    listing.add_argument(
+        "--state",
+        choices=("pending", "delivering", "delivered", "retrying", "dead", "discarded"),
+        default=None,
+    )
+    listing.add_argument("--receiver", default=None, metavar="PARTY")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    _store_options(listing)
+    retry = box_cmd.add_parser(
+        "retry", help="a dead letter back to pending, due now (sealed as delivery.requeued)"
+    )
+    retry.add_argument("delivery_id", type=int, metavar="DELIVERY-ID")
+    retry.add_argument("--reason", default=None, help="why, for the evidence")
+    _store_options(retry)
+    drop = box_cmd.add_parser(
+        "discard", help="set a dead letter aside for good (sealed as delivery.discarded)"
+    )
+    drop.add_argument("delivery_id", type=int, metavar="DELIVERY-ID")
+    drop.add_argument("--reason", required=True, help="why, for the evidence")
+    _store_options(drop)
     return parser
+
+
+def _store_options(command: argparse.ArgumentParser) -> None:
+    """Where the hub's store is: its data dir's SQLite file, or the --store of `serve`."""
+    command.add_argument("--data-dir", type=Path, default=None)
+    command.add_argument("--store", default=None, metavar="URL", help="as for serve")
 
 
 def _settings(data_dir: Path | None, **extra: object):  # type: ignore[no-untyped-def]
@@ -304,6 +334,8 @@ def _run(args: argparse.Namespace) -> int:
 
         return replay_main(args.data_dir, args.start, args.end, args.redeliver, sys.stdout)
 
+    if args.command == "outbox":
+        return _outbox(args)
     if args.command == "audit" and args.audit_command == "purge":
         return _purge(args)
     if args.command == "audit":
@@ -444,6 +476,64 @@ def _purge(args: argparse.Namespace) -> int:
             f" sealed as payload.purged, leaf {result.leaf_index}"
         )
     return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway import outbox
+    from gateway.certs import DevPki
+    from gateway.config import HubConfig
+    from gateway.evidence import HubSigner
+    from gateway.payloads import actor
+
+    config = HubConfig.load(_settings(args.data_dir, store=args.store))
+    # No master key: the outbox's rows say what happened, no body is read.
+    store = config.open_store(existing=True)
+    try:
+        if args.outbox_command == "list":
+            limit = outbox.check_listing(args.state, args.limit)
+            rows = store.list_deliveries(args.state, args.receiver, limit)
+            entries = [outbox.delivery_entry(row) for row in rows]
+            if args.json:
+                print(json.dumps({"deliveries": entries}, indent=2))
+            else:
+                _print_deliveries(entries)
+            return 0
+        pki = DevPki.at(config.pki_dir)
+        signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
+        by = {**actor(), "command": f"guichet outbox {args.outbox_command}"}
+        if args.outbox_command == "retry":
+            row = outbox.requeue(store, signer, args.delivery_id, by=by, reason=args.reason)
+            print(f"delivery {row.id} ({row.receiver}) requeued: pending, due now")
+        else:
+            row = outbox.discard(store, signer, args.delivery_id, by=by, reason=args.reason)
+            print(f"delivery {row.id} ({row.receiver}) discarded")
+    finally:
+        store.close()
+    return 0
+
+
+def _print_deliveries(entries: list[dict[str, object]]) -> None:
+    """One line per delivery: ids, receiver, state, attempts, last outcome, its time."""
+
+    def cell(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    print(f"{'ID':>6}  {'MESSAGE':<36}  {'RECEIVER':<12} {'STATE':<10} {'TRIES':>5}  LAST / AT")
+    for entry in entries:
+        when = (
+            entry["deliveredAt"]
+            or entry["nextAttemptAt"]
+            or entry["deadAt"]
+            or entry["discardedAt"]
+        )
+        last = entry["reason"] if entry["state"] == "discarded" else entry["lastError"]
+        print(
+            f"{entry['id']:>6}  {cell(entry['messageId']):<36}  {cell(entry['receiver']):<12}"
+            f" {cell(entry['state']):<10} {cell(entry['attempts']):>5}  {cell(last)} / {cell(when)}"
+        )
+    print(f"{len(entries)} deliveries")
 
 
 def _sandbox(args: argparse.Namespace) -> int:

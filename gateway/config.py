@@ -29,7 +29,16 @@ if TYPE_CHECKING:
     from gateway.payloads import Keyring
     from gateway.store.sql import SqlStore
 
-__all__ = ["CaseOpener", "HubConfig", "Party", "PartyRegistry", "Route", "Settings", "load_parties"]
+__all__ = [
+    "CaseOpener",
+    "DeliveryOverrides",
+    "HubConfig",
+    "Party",
+    "PartyRegistry",
+    "Route",
+    "Settings",
+    "load_parties",
+]
 
 from gateway.namespaces import CANONICAL_NS
 from gateway.xml import SoapVersion
@@ -69,8 +78,15 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = 48 * 3600.0  # then a delivery is dead-lettered, never dropped
     delivery_backoff_s: float = 0.5
     delivery_backoff_cap_s: float = 900.0
+    delivery_jitter: float = 0.2  # ± this fraction of each backoff delay
+    delivery_timeout_s: float = 10.0  # an adapter's HTTP timeout (connect, read, write)
+    # The circuit of a receiver opens after this many retryable failures in a row; its rows are
+    # not claimed for the cooldown (doubled on each failed probe, up to the cap).
+    delivery_circuit_failures: int = 5
+    delivery_circuit_cooldown_s: float = 30.0
+    delivery_circuit_cooldown_cap_s: float = 600.0
     # How long a claimed delivery stays its worker's: a replica killed mid-delivery leaves its
-    # claims to be taken over after this (it must outlast an adapter's timeout).
+    # claims to be taken over after this (never less than four of a receiver's timeouts).
     delivery_lease_s: float = 120.0
     log_level: str = "info"
     # Checkpoints (signed tree heads) and their RFC 3161 timestamps: a checkpoint every
@@ -97,6 +113,58 @@ class Settings(BaseSettings):
 
 
 @dataclass(frozen=True)
+class DeliveryOverrides:
+    """A party's ``[parties.<id>.delivery]`` table: how the hub delivers to it. Each field left
+    out (None) takes the ``delivery_*`` setting of the same name (:class:`Settings`)."""
+
+    max_attempts: int | None = None
+    max_age_s: float | None = None
+    backoff_s: float | None = None
+    backoff_cap_s: float | None = None
+    jitter: float | None = None
+    timeout_s: float | None = None
+    circuit_failures: int | None = None
+    circuit_cooldown_s: float | None = None
+    circuit_cooldown_cap_s: float | None = None
+
+    def resolve(self, settings: Settings) -> dict[str, Any]:
+        """Every field, the party's value or else the setting ``delivery_<field>``."""
+        return {
+            f.name: getattr(settings, f"delivery_{f.name}")
+            if getattr(self, f.name) is None
+            else getattr(self, f.name)
+            for f in fields(self)
+        }
+
+
+_WHOLE_DELIVERY_KEYS = frozenset({"max_attempts", "circuit_failures"})
+
+
+def _delivery(table: Any, where: str) -> DeliveryOverrides:
+    """Read ``[parties.<id>.delivery]``: known keys only, positive numbers, jitter in [0, 1)."""
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"{where}: delivery must be a table")
+    known = {f.name for f in fields(DeliveryOverrides)}
+    stray = sorted(set(table) - known)
+    if stray:
+        raise ConfigurationError(f"{where}: [delivery] has unknown keys {stray}")
+    values: dict[str, float | int] = {}
+    for key, value in table.items():
+        whole = key in _WHOLE_DELIVERY_KEYS
+        # bool is an int to Python, never a count or a duration here.
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            kind = "a whole number" if whole else "a number"
+            raise ConfigurationError(f"{where}: [delivery] {key} must be {kind}, not {value!r}")
+        if key == "jitter":
+            if not 0 <= value < 1:
+                raise ConfigurationError(f"{where}: [delivery] jitter must be in [0, 1)")
+        elif value <= 0:
+            raise ConfigurationError(f"{where}: [delivery] {key} must be positive")
+        values[key] = value if whole else float(value)
+    return DeliveryOverrides(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Party:
     """One party of the single window."""
 
@@ -111,6 +179,7 @@ class Party:
     region: str | None = None
     wsdl: str | None = None  # the back office's WSDL (SOAP parties), under schemas/<party>/
     hub_wsdl: str | None = None  # the hub's endpoint as this party sees it (SOAP parties)
+    delivery: DeliveryOverrides = field(default_factory=DeliveryOverrides)
 
     @property
     def soap_version(self) -> SoapVersion | None:
@@ -214,6 +283,7 @@ def load_parties(path: Path) -> PartyRegistry:
                 region=entry.get("region"),
                 wsdl=entry.get("wsdl"),
                 hub_wsdl=entry.get("hub_wsdl"),
+                delivery=_delivery(entry.get("delivery", {}), f"{path}: party {party_id}"),
             )
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc

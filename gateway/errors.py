@@ -17,13 +17,15 @@ translated once, where they enter, with ``raise … from exc``::
     │   ├── RoutingError                  routing.*
     │   ├── DuplicateMessageError         message.duplicate-id
     │   └── LogQueryError                 log.invalid-parameter, log.out-of-range (names it)
-    ├── NotFoundError                     message.not-found, log.no-checkpoint, log.leaf-not-found
+    ├── NotFoundError                     message.not-found, log.no-checkpoint, log.leaf-not-found,
+    │                                     outbox.not-found
     ├── InvalidProofError                 log.invalid-proof  (a Merkle proof does not verify)
     ├── ConfigurationError                config.*      (bad parties, schemas or mappings at load)
     ├── StoreError                        store.*       (the store is unavailable: 503)
     ├── PayloadError                      payload.*     (a kept body cannot be read back)
     │   └── PayloadPurgedError            payload.purged (erased past retention)
-    └── DeliveryError                     delivery.*    (an adapter could not deliver)
+    ├── DeliveryError                     delivery.*    (an adapter could not deliver)
+    └── OutboxError                       outbox.*      (an operator's action on a delivery)
 
 ``PROBLEMS`` maps each code to its HTTP status and SOAP fault code; the REST problem ``type`` is
 ``urn:guichet:problem:<code>``, stable across releases.
@@ -48,6 +50,7 @@ __all__ = [
     "LogQueryError",
     "MappingError",
     "NotFoundError",
+    "OutboxError",
     "ParseError",
     "PayloadError",
     "PayloadPurgedError",
@@ -182,6 +185,14 @@ class DeliveryError(GatewayError):
     default_code = "delivery.failed"
 
 
+class OutboxError(GatewayError):
+    """An operator's action on the outbox refused: the delivery is not a dead letter
+    (``outbox.not-dead``, its state in ``extra``) or the request is malformed
+    (``outbox.invalid``)."""
+
+    default_code = "outbox.not-dead"
+
+
 @dataclass(frozen=True)
 class Problem:
     """How one error code reaches a caller: HTTP status, title, SOAP fault code."""
@@ -258,6 +269,9 @@ PROBLEMS: dict[str, Problem] = {
     "payload.unknown-key": Problem(500, "Payload wrapped by a master key the hub lacks", "Server"),
     "audit.range": Problem(404, "No such range of the evidence log", "Client"),
     "delivery.failed": Problem(502, "Delivery failed", "Server"),
+    "outbox.not-found": Problem(404, "No such delivery", "Client"),
+    "outbox.not-dead": Problem(409, "Only a dead letter may be retried or discarded", "Client"),
+    "outbox.invalid": Problem(400, "Malformed outbox request", "Client"),
     "gateway.error": Problem(500, "Internal error", "Server"),
 }
 

@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from gateway.config import HubConfig, PartyRegistry
 from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.mapping import MappingSet
-from gateway.outbox import Outbox, RetryPolicy, iso, utc_now
+from gateway.outbox import Outbox, RetryPolicy, delivery_policies, iso, utc_now
 from gateway.payloads import Keyring
 from gateway.schemas import SchemaCatalog
 from gateway.store import Store, UnitOfWork
@@ -90,6 +90,12 @@ class Metrics:
             ["receiver", "state"],
             registry=self.registry,
         )
+        self.circuit_open = Gauge(
+            "guichet_circuit_open",
+            "1 while a receiver's circuit is open (its deliveries wait), else 0",
+            ["receiver"],
+            registry=self.registry,
+        )
 
 
 class Hub:
@@ -126,18 +132,21 @@ class Hub:
             store,
             adapters,
             signer,
-            RetryPolicy(
-                max_attempts=config.settings.delivery_max_attempts,
-                max_age_s=config.settings.delivery_max_age_s,
-                backoff_s=config.settings.delivery_backoff_s,
-                backoff_cap_s=config.settings.delivery_backoff_cap_s,
-                lease_s=config.settings.delivery_lease_s,
-            ),
+            _leased(RetryPolicy.configured(config.settings), config.settings.delivery_lease_s),
+            policies={
+                party: _leased(policy, config.settings.delivery_lease_s)
+                for party, policy in delivery_policies(config.settings, parties).items()
+            },
             workers=config.settings.delivery_workers,
             on_outcome=lambda receiver, state: self.metrics.deliveries.labels(
                 receiver, state
             ).inc(),
+            on_circuit=lambda receiver, is_open: self.metrics.circuit_open.labels(receiver).set(
+                int(is_open)
+            ),
         )
+        for receiver in parties.parties:  # every circuit shown, closed until it opens
+            self.metrics.circuit_open.labels(receiver).set(0)
         # Checkpoints every N s / M records, and their RFC 3161 timestamps: background threads.
         self.checkpointing = Checkpointing(store, signer, config.settings, self.metrics.registry)
 
@@ -174,6 +183,7 @@ class Hub:
         # The master key that wraps each kept body's data key (and older ones, after a rotation).
         keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
         store = config.open_store(keyring)
+        policies = delivery_policies(config.settings, parties)
         adapters = {
             party.id: load_adapter(party.protocol)(
                 ReceiverConfig(
@@ -185,6 +195,7 @@ class Hub:
                     client_cert=tls.cert,
                     client_key=tls.key,
                     ca=tls.ca,
+                    timeout_s=policies[party.id].timeout_s,
                 )
             )
             for party in parties.parties.values()
@@ -253,6 +264,12 @@ class Hub:
             )
         )
         return checkpoint
+
+
+def _leased(policy: RetryPolicy, lease_s: float) -> RetryPolicy:
+    """``policy`` with the configured lease of a claim (``delivery_lease_s``), never shorter
+    than four of its adapter's timeouts: a claim outlasts the delivery it covers."""
+    return replace(policy, lease_s=max(lease_s, 4 * policy.timeout_s))
 
 
 def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:

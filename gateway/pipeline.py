@@ -471,6 +471,9 @@ def seal(
     body_sha = evidence.digest(inbound.body)
 
     def work(unit: UnitOfWork) -> Receipt:
+        # First in line among the log's writers (other replicas'): a message id another replica
+        # has just sealed is seen here, and answered as a duplicate or a conflict.
+        unit.lock_log()
         existing = unit.message(canonical.message_id)
         if existing is not None:
             if existing.body_sha256 == body_sha and existing.sender == inbound.sender:

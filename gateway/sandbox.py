@@ -311,7 +311,8 @@ class BackOffice:
         self._seen: dict[str, _Seen] = {}
         self._answered: set[str] = set()  # message ids a reply chain was started for
         self._duplicates = 0
-        self._failures: list[int] = []  # statuses of the next calls to fail
+        # (status, Retry-After) of the next calls to fail
+        self._failures: list[tuple[int, str | None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._chains: list[Future[None]] = []
         self._closed = False
@@ -342,14 +343,15 @@ class BackOffice:
         with self._lock:
             return self._duplicates
 
-    def fail_next(self, n: int, status: int = 503) -> None:
+    def fail_next(self, n: int, status: int = 503, *, retry_after: str | None = None) -> None:
         """Answer the next ``n`` calls with ``status`` (and nothing recorded) before working again.
 
         REST: a problem+json body. SOAP: a ``soap:Server`` Fault for 5xx, a ``soap:Client`` Fault
         for 4xx (SOAP 1.2: ``env:Receiver``, ``env:Sender``), in each case with that HTTP status.
+        ``retry_after`` is sent as the ``Retry-After`` header (delta-seconds or an HTTP-date).
         """
         with self._lock:
-            self._failures.extend([status] * n)
+            self._failures.extend([(status, retry_after)] * n)
 
     def wait_for(
         self, predicate: Callable[[Received], bool] = lambda _: True, timeout: float = 5.0
@@ -385,7 +387,9 @@ class BackOffice:
     async def _rest(self, request: Request) -> Response:
         injected = self._injected_failure()
         if injected is not None:
-            return _problem(injected, "Injected failure", "the sandbox was told to fail this call")
+            status, later = injected
+            failure = _problem(status, "Injected failure", "the sandbox was told to fail this call")
+            return _with_retry_after(failure, later)
         body = await request.body()
         key = request.headers.get("idempotency-key")
         trace_id = request.headers.get("belgov-trace-id")
@@ -412,8 +416,11 @@ class BackOffice:
         version = soap_version_of(content_type)  # every answer is in the caller's version
         injected = self._injected_failure()
         if injected is not None:
-            code: _FaultCode = "Client" if injected < 500 else "Server"
-            return _fault(code, "injected failure", version, status=injected)
+            status, later = injected
+            code: _FaultCode = "Client" if status < 500 else "Server"
+            return _with_retry_after(
+                _fault(code, "injected failure", version, status=status), later
+            )
         if version not in wsdl.versions:
             with self._lock:
                 self._rejected.append(f"soap.version-mismatch: SOAP {version} request")
@@ -470,7 +477,7 @@ class BackOffice:
         }
 
     # common ------------------------------------------------------------------------------------
-    def _injected_failure(self) -> int | None:
+    def _injected_failure(self) -> tuple[int, str | None] | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
 
@@ -668,6 +675,12 @@ def _check_media_type(request: Request, expected: str) -> None:
     suffix = "+" + wanted.rpartition("/")[2]
     if media_type != wanted and not media_type.endswith(suffix):
         raise UnsupportedMediaTypeError(f"expected {wanted}, got {media_type or 'none'}")
+
+
+def _with_retry_after(response: Response, value: str | None) -> Response:
+    if value is not None:
+        response.headers["Retry-After"] = value
+    return response
 
 
 def _json(status: int, content: Mapping[str, Any]) -> Response:

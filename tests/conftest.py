@@ -7,6 +7,8 @@ import inspect
 import json
 import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,10 @@ EXAMPLES = HOME / "examples"
 POSTGRES = os.environ.get("GUICHET_TEST_POSTGRES")
 # A test that opens the SQLite file itself (to tamper with it as someone with access to the
 # disk would, or to read it as an auditor's copy) is about that file: it runs on SQLite only.
-_SQLITE_FILE = re.compile(r"sqlite3|guichet\.db|read_payload\(|read_log\(|\braw\(|store\.path\b")
+_SQLITE_FILE = re.compile(
+    r"sqlite3|guichet\.db|read_payload\(|read_log\(|\braw\(|store\.path\b"
+    r"|\btamper\(|copy_of\(|\b_copy\("
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,21 +39,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="works on the SQLite file itself: SQLite store only")
     for item in items:
-        function = getattr(item, "function", None)
-        source = inspect.getsource(function) if function is not None else ""
-        if item.get_closest_marker("sqlite_file") or _SQLITE_FILE.search(source):
+        functions = [getattr(item, "function", None)]
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is not None:  # and the fixtures it uses
+            functions += [d.func for defs in fixtures.name2fixturedefs.values() for d in defs]
+        sources = (inspect.getsource(f) for f in functions if inspect.isfunction(f))
+        if item.get_closest_marker("sqlite_file") or any(map(_SQLITE_FILE.search, sources)):
             item.add_marker(skip)
 
 
 def postgres_schema_url(base: str, name: str) -> str:
-    """``base`` (a PostgreSQL database) narrowed to a fresh schema ``name``, created empty."""
+    """``base`` (a PostgreSQL database) narrowed to schema ``name``, created if need be."""
     import psycopg
 
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        conn.execute(f'CREATE SCHEMA "{name}"')
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
     separator = "&" if "?" in base else "?"
     return f"{base}{separator}options=-csearch_path%3D{name}"
+
+
+# This run's schemas are named t_<run>_…: unique to the run (temporary folders are reused across
+# runs), the same in every copy of this module (pytest imports it as conftest and tests import it
+# as tests.conftest) and in the processes the tests start.
+_RUN = os.environ.setdefault("GUICHET_TEST_RUN", uuid.uuid4().hex[:8])
+
+
+def store_url_for(data_dir: Path) -> str:
+    """On the PostgreSQL run, the store of a data dir: a schema of the test database."""
+    assert POSTGRES
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return postgres_schema_url(POSTGRES, f"t_{_RUN}_{digest}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,22 +81,37 @@ def _store_per_data_dir() -> Iterator[None]:
 
     from gateway import store
 
-    schemas: dict[Path, str] = {}
-
-    def url_for(data_dir: Path) -> str:
-        data_dir = data_dir.resolve()
-        if data_dir not in schemas:
-            name = "t_" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:24]
-            schemas[data_dir] = postgres_schema_url(POSTGRES, name)
-        return schemas[data_dir]
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(store, "default_url", url_for)
+        patch.setattr(store, "default_url", store_url_for)
         yield
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        for url in schemas.values():
-            name = url.rsplit("%3D", 1)[1]
+        names = conn.execute(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
+            (f"t\\_{_RUN}\\_%",),
+        ).fetchall()
+        for (name,) in names:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def guichet(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """The ``guichet`` command in a process of its own, run from the checkout. On the
+    PostgreSQL run, ``--data-dir D`` comes with D's store (``GUICHET_STORE``), as an operator
+    running the hub on PostgreSQL would set it."""
+    argv = [str(a) for a in args]
+    environment = {**os.environ, "PYTHONPATH": str(HOME), **(env or {})}
+    if POSTGRES and "--data-dir" in argv:
+        environment["GUICHET_STORE"] = store_url_for(Path(argv[argv.index("--data-dir") + 1]))
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *argv],
+        cwd=HOME,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,9 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from gateway.certs import DevPki
 from gateway.cli import main
 from gateway.demo import CASE_TYPES
 from gateway.testing import running_hub, wait_until
-from tests.conftest import EXAMPLES, HOME
+from tests.conftest import EXAMPLES, guichet
 
 pytestmark = pytest.mark.slow
 
@@ -154,15 +152,8 @@ def test_a_range_by_time_and_a_range_no_checkpoint_covers(
 def test_the_command_exits_non_zero_on_a_bad_bundle(bundle: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.zip"
     _rewrite(bundle, bad, lambda files: files.pop("records/3.json"))
-    env = {**os.environ, "PYTHONPATH": str(HOME)}
     for target, expected in ((bundle, 0), (bad, 1)):
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "audit", "verify", str(target)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        done = guichet("audit", "verify", target)
         assert done.returncode == expected, done.stderr
     assert "leaf 3: records/3.json is missing from the bundle" in done.stderr
 
@@ -824,14 +815,6 @@ def test_a_truncated_store_is_not_exported(
 
 
 def test_the_demo_exports_and_verifies(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(HOME)}
-
-    def guichet(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *map(str, args)],
-            cwd=HOME, capture_output=True, text=True, env=env, timeout=300, check=False,
-        )  # fmt: skip
-
     demo = guichet("demo", "--data-dir", tmp_path / "demo")
     assert demo.returncode == 0, demo.stdout + demo.stderr
     out = tmp_path / "demo.zip"

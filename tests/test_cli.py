@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,18 +13,9 @@ import httpx
 from gateway.certs import DevPki
 from gateway.config import load_parties
 from gateway.service.tls import client_ssl_context
-from tests.conftest import HOME
-
-
-def guichet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from gateway.store import open_store
+from gateway.testing import running_hub, wait_until
+from tests.conftest import HOME, guichet, post_applications
 
 
 def test_certs_init_writes_a_pki_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
@@ -168,3 +160,63 @@ def test_validate_prints_every_problem_a_back_office_would_get(tmp_path: Path) -
     )
     assert foreign.returncode == 1
     assert "schema.wrong-namespace" in foreign.stdout
+
+
+def test_outbox_commands_list_retry_and_discard_dead_letters(tmp_path: Path) -> None:
+    data = tmp_path / "hub"
+    with running_hub(data, respond=False, delivery_backoff_s=0.05) as live:
+        office = live.sandbox.offices["be-vlg-wse"]
+        office.fail_next(2, 400)
+        post_applications(live, 2)
+        assert wait_until(lambda: len(live.hub.store.list_deliveries("dead", None, 10)) == 2)
+        first, second = sorted(d.id for d in live.hub.store.list_deliveries("dead", None, 10))
+    listed = guichet("outbox", "list", "--state", "dead", "--json", "--data-dir", str(data))
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)["deliveries"]
+    assert [e["id"] for e in entries] == [second, first]  # newest first
+    assert {(e["state"], e["lastStatus"], e["lastError"]) for e in entries} == {
+        ("dead", 400, "rejected: HTTP 400")
+    }
+    table = guichet("outbox", "list", "--receiver", "be-vlg-wse", "--data-dir", str(data))
+    assert table.returncode == 0, table.stderr
+    assert "rejected: HTTP 400" in table.stdout
+    assert table.stdout.rstrip().endswith("2 deliveries")
+
+    retried = guichet("outbox", "retry", str(first), "--reason", "fixed", "--data-dir", str(data))
+    assert retried.returncode == 0, retried.stderr
+    assert "requeued" in retried.stdout
+    again = guichet("outbox", "retry", str(first), "--data-dir", str(data))
+    assert again.returncode == 1
+    assert "outbox.not-dead" in again.stderr
+    missing = guichet("outbox", "discard", "424242", "--reason", "x", "--data-dir", str(data))
+    assert (missing.returncode, "outbox.not-found" in missing.stderr) == (1, True)
+    no_reason = guichet("outbox", "discard", str(second), "--data-dir", str(data))
+    assert no_reason.returncode == 2  # argparse: --reason is required
+    dropped = guichet(
+        "outbox", "discard", str(second), "--reason", "sent by post", "--data-dir", str(data)
+    )
+    assert dropped.returncode == 0, dropped.stderr
+
+    rows = {
+        e["id"]: e
+        for e in json.loads(guichet("outbox", "list", "--json", "--data-dir", str(data)).stdout)[
+            "deliveries"
+        ]
+    }
+    assert (rows[first]["state"], rows[first]["attempts"]) == ("pending", 1)
+    assert (rows[second]["state"], rows[second]["reason"]) == ("discarded", "sent by post")
+    store = open_store(None, data)
+    try:
+        sealed = [json.loads(leaf.record) for leaf in store.leaves()]
+    finally:
+        store.close()
+    actions = [r for r in sealed if r["event"] in ("delivery.requeued", "delivery.discarded")]
+    assert [(r["event"], r["deliveryId"], r["reason"]) for r in actions] == [
+        ("delivery.requeued", first, "fixed"),
+        ("delivery.discarded", second, "sent by post"),
+    ]
+    assert actions[0]["by"]["command"] == "guichet outbox retry"
+    verify = guichet("audit", "verify", "--data-dir", str(data))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    bad = guichet("outbox", "list", "--limit", "0", "--data-dir", str(data))
+    assert (bad.returncode, "outbox.invalid" in bad.stderr) == (1, True)

@@ -53,13 +53,13 @@ from tests.conftest import EXAMPLES, HOME, postgres_schema_url
 pytestmark = pytest.mark.slow
 
 SHARED_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-# Short everything: retries within a second, a dead replica's claims free after 3 s, checkpoints
-# twice a second. (The circuit settings are the outbox's, where it has a circuit per receiver;
-# a hub without one ignores them.)
+# Short everything: retries within a second, a dead replica's claims free after 3 s, a receiver's
+# circuit closed again within a second, checkpoints twice a second.
 FAST: dict[str, object] = {
     "delivery_backoff_s": 0.05,
     "delivery_backoff_cap_s": 0.5,
     "delivery_lease_s": 3,
+    "delivery_timeout_s": 0.75,  # a lease is at least four adapter timeouts
     "delivery_circuit_cooldown_s": 0.2,
     "delivery_circuit_cooldown_cap_s": 0.5,
     "checkpoint_interval_s": 0.5,

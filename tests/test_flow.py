@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from gateway.certs import DevPki
 from gateway.demo import CASE_TYPES
 from gateway.testing import RunningHub, running_hub, wait_until
 from gateway.xml import SOAP11_NS, parse_xml
-from tests.conftest import EXAMPLES, HOME
+from tests.conftest import EXAMPLES, HOME, guichet
 
 pytestmark = pytest.mark.slow
 
@@ -175,36 +173,14 @@ def test_a_receiver_down_then_up_gets_its_message(live: RunningHub) -> None:
 
 
 def test_the_demo_command_exits_0_and_shows_the_case(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo")],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = guichet("demo", "--data-dir", tmp_path / "demo")
     assert result.returncode == 0, result.stdout + result.stderr
     for message_type in CASE_TYPES:
         assert message_type in result.stdout
     assert "SOAP 1.1" in result.stdout
     assert "verified" in result.stdout
     assert result.stdout.rstrip().endswith("demo: OK")
-    verify = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "audit",
-            "verify",
-            "--data-dir",
-            str(tmp_path / "demo"),
-        ],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    verify = guichet("audit", "verify", "--data-dir", tmp_path / "demo")
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -212,15 +188,7 @@ def test_the_demo_of_every_scenario_shows_all_six_parties(tmp_path: Path) -> Non
     from gateway.config import load_parties
     from gateway.demo import SCENARIOS
 
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--scenario", "all", "--data-dir",
-         str(tmp_path / "all")],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )  # fmt: skip
+    result = guichet("demo", "--scenario", "all", "--data-dir", tmp_path / "all")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     assert result.stdout.rstrip().endswith("demo: OK")
     for name in SCENARIOS:
@@ -239,27 +207,13 @@ def test_the_demo_of_every_scenario_shows_all_six_parties(tmp_path: Path) -> Non
         ["audit", "verify", bundle],
         ["audit", "replay", "--data-dir", data],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *command],
-            cwd=HOME,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        done = guichet(*command)
         assert done.returncode == 0, (command, done.stdout[-3000:], done.stderr[-3000:])
     assert " 0 mismatch, 0 not replayable" in done.stdout
 
 
 def test_the_demo_refuses_an_unknown_scenario() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--scenario", "first-mars"],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = guichet("demo", "--scenario", "first-mars")
     assert result.returncode == 2
     assert "invalid choice: 'first-mars'" in result.stderr
 

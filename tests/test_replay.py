@@ -34,7 +34,7 @@ from gateway.mapping import MappingSet
 from gateway.pipeline import AuthorisedMessage, InboundMessage, _map_out, to_canonical, validate
 from gateway.store import MessageRow
 from gateway.testing import RunningHub, running_hub, wait_until
-from tests.conftest import EXAMPLES, HOME
+from tests.conftest import EXAMPLES, HOME, guichet
 
 pytestmark = pytest.mark.slow
 
@@ -84,14 +84,14 @@ def case(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator[Case
 
 
 def guichet_replay(case: Case, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(HOME), "GUICHET_HOME": str(case.home)}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "audit", "replay", "--data-dir", str(data), *args],
-        env=env,
-        capture_output=True,
-        text=True,
+    return guichet(
+        "audit",
+        "replay",
+        "--data-dir",
+        data,
+        *args,
+        env={"GUICHET_HOME": str(case.home)},
         timeout=300,
-        check=False,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import re
 import time
 from collections.abc import Callable
@@ -26,13 +27,14 @@ from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import evidence, pipeline
+from gateway import evidence, outbox, pipeline
 from gateway.certs import Identity, identity_of
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
     InboundError,
     NotFoundError,
+    OutboxError,
     ParseError,
     PayloadTooLargeError,
     problem_body,
@@ -150,13 +152,31 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
+def _delivery_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise NotFoundError(f"no delivery {text[:40]!r}", code="outbox.not-found")
+    return int(text)
+
+
+# A 503 (the store is away, e.g. a database restart) says when to try again: soon. The sender
+# retries with the same message id, which can never seal a message twice.
+RETRY_AFTER_S = 2
+
+
+def _headers(status: int, trace_id: str) -> dict[str, str]:
+    headers = {TRACE_HEADER: trace_id}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    return headers
+
+
 def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
     body = problem_body(error, trace_id)
     return JSONResponse(
         body,
         status_code=body["status"],
         media_type="application/problem+json",
-        headers={TRACE_HEADER: trace_id},
+        headers=_headers(body["status"], trace_id),
     )
 
 
@@ -183,7 +203,7 @@ def soap_fault_response(
         content,
         status_code=status,
         media_type=soap_content_type(version),
-        headers={TRACE_HEADER: trace_id},
+        headers=_headers(body["status"], trace_id),
     )
 
 
@@ -392,17 +412,7 @@ def create_app(hub: Hub) -> FastAPI:
             "traceId": row.trace_id,
             "leafIndex": row.leaf_index,
             "deliveries": [
-                {
-                    "receiver": d.receiver,
-                    "state": d.state,
-                    "attempts": d.attempts,
-                    "deliveredAt": d.delivered_at,
-                    "nextAttemptAt": d.next_attempt_at if d.state == "retrying" else None,
-                    "lastStatus": d.last_status,
-                    "lastError": d.last_error,
-                }
-                for d in deliveries
-                if caller in (row.sender, d.receiver)
+                outbox.delivery_status(d) for d in deliveries if caller in (row.sender, d.receiver)
             ],
         }
 
@@ -436,6 +446,63 @@ def create_app(hub: Hub) -> FastAPI:
             raise AuthenticationError("metrics are for the operator", code="authz.role-required")
         hub.metrics.outbox_depth.set(hub.store.outbox_depth())
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # The outbox, for the operator role: dead letters listed, requeued or discarded.
+    def operator(request: Request) -> dict[str, str]:
+        identity = _identity(request, hub)
+        if (identity.kind, identity.name) != ("role", "operator"):
+            raise AuthenticationError("the outbox is for the operator", code="authz.role-required")
+        return {"certificate": f"{identity.kind}:{identity.name}"}
+
+    async def operator_reason(request: Request) -> str | None:
+        body = await _read_body(request, 16 * 1024, hub.config.settings.body_timeout_s)
+        if not body.strip():
+            return None
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise OutboxError("the body must be JSON", code="outbox.invalid") from exc
+        reason = data.get("reason") if isinstance(data, dict) else None
+        if reason is not None and not isinstance(reason, str):
+            raise OutboxError('"reason" must be a string', code="outbox.invalid")
+        return reason
+
+    @app.get("/v1/outbox")
+    async def list_outbox(request: Request) -> dict[str, Any]:
+        """Deliveries, newest first, by state and receiver (the operator's view)."""
+        operator(request)
+        query = request.query_params
+        state, receiver = query.get("state"), query.get("receiver")
+        limit = outbox.check_listing(state, query.get("limit"))
+        rows = await asyncio.to_thread(hub.store.list_deliveries, state, receiver, limit)
+        return {"deliveries": [outbox.delivery_entry(row) for row in rows]}
+
+    @app.post("/v1/outbox/{delivery_id}/retry")
+    async def retry_delivery(delivery_id: str, request: Request) -> dict[str, Any]:
+        """A dead letter back to pending, due now (sealed as ``delivery.requeued``)."""
+        by = {**operator(request), "api": "POST /v1/outbox/{id}/retry"}
+        reason = await operator_reason(request)
+        row = await asyncio.to_thread(
+            outbox.requeue, hub.store, hub.signer, _delivery_id(delivery_id), by=by, reason=reason
+        )
+        hub.outbox.wake()
+        return outbox.delivery_entry(row)
+
+    @app.post("/v1/outbox/{delivery_id}/discard")
+    async def discard_delivery(delivery_id: str, request: Request) -> dict[str, Any]:
+        """A dead letter set aside, with the operator's reason (sealed as
+        ``delivery.discarded``)."""
+        by = {**operator(request), "api": "POST /v1/outbox/{id}/discard"}
+        reason = await operator_reason(request)
+        row = await asyncio.to_thread(
+            outbox.discard,
+            hub.store,
+            hub.signer,
+            _delivery_id(delivery_id),
+            by=by,
+            reason=reason or "",
+        )
+        return outbox.delivery_entry(row)
 
     # The evidence log, for the auditor role (gateway/service/log.py checks the role).
     app.include_router(log_api.router(hub, lambda request: _identity(request, hub)))

@@ -7,7 +7,7 @@ failing unit never takes the others down and never leaves half its rows behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -59,6 +59,9 @@ class DeliveryRow:
     last_status: int | None
     last_error: str | None
     delivered_at: str | None
+    subject: str | None = None  # the message's case (store version 4)
+    discard_reason: str | None = None  # the operator's, when discarded
+    discarded_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class LeafRow:
 class UnitOfWork(Protocol):
     """The writes (and the reads they depend on) of one transaction."""
 
+    def lock_log(self) -> None:
+        """Wait for, then hold to the commit, the right to append to the log: after it, reads
+        see every exchange other writers (replicas) committed. Appending takes it too."""
+        ...
+
     def next_leaf_index(self) -> int: ...
     def append_leaf(self, leaf: LeafRow) -> None: ...
     def message(self, message_id: str) -> MessageRow | None: ...
@@ -82,7 +90,14 @@ class UnitOfWork(Protocol):
     def add_delivery(
         self, message_id: str, receiver: str, payload_sha256: str, content_type: str, now: str
     ) -> None: ...
-    def claim_deliveries(self, now: str, lease_until: str, limit: int) -> list[DeliveryRow]: ...
+    def claim_deliveries(
+        self, now: str, lease_until: str, limit: int, *, exclude: Sequence[str] = ()
+    ) -> list[DeliveryRow]:
+        """Claim up to ``limit`` due rows (and rows whose lease ran out), oldest first: none to
+        a receiver in ``exclude`` (its circuit is open), none while an earlier delivery of its
+        case to its receiver is pending, delivering or retrying."""
+        ...
+
     def finish_delivery(
         self,
         delivery_id: int,
@@ -95,6 +110,16 @@ class UnitOfWork(Protocol):
         delivered_at: str | None,
     ) -> bool:
         """Record an outcome if the row is still this attempt's claim; False if it is not."""
+        ...
+
+    # the operator's dead letters: only a dead row changes; False if it was not dead
+    def delivery(self, delivery_id: int) -> DeliveryRow | None: ...
+    def requeue_delivery(self, delivery_id: int, now: str) -> bool:
+        """A dead row back to pending, due ``now``, its attempts kept."""
+        ...
+
+    def discard_delivery(self, delivery_id: int, reason: str, now: str) -> bool:
+        """A dead row set aside (``discarded``), with the reason and the time."""
         ...
 
     def touch_case(
@@ -127,6 +152,12 @@ class Store(Protocol):
     def message(self, message_id: str) -> MessageRow | None: ...
     def messages_for_subject(self, subject: str) -> list[MessageRow]: ...
     def deliveries(self, message_id: str) -> list[DeliveryRow]: ...
+    def list_deliveries(
+        self, state: str | None, receiver: str | None, limit: int
+    ) -> list[DeliveryRow]:
+        """Deliveries in ``state`` to ``receiver`` (None: any), newest first, at most ``limit``."""
+        ...
+
     def outbox_depth(self) -> int: ...
     def payload(self, sha256: str) -> bytes | None:
         """The body of that digest, decrypted and checked; None if never kept. Raises
@@ -173,7 +204,7 @@ class Store(Protocol):
 
 def default_url(data_dir: Path) -> str:
     """The store of a data dir when none is configured: the embedded SQLite file."""
-    return f"sqlite:///{(data_dir / 'guichet.db').resolve()}"
+    return f"sqlite://{(data_dir / 'guichet.db').resolve().as_posix()}"  # sqlite:///abs/path
 
 
 def sqlite_path(url: str) -> Path | None:

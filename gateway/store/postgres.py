@@ -217,7 +217,11 @@ class PostgresStore(SqlStore):
             return self._leading
 
     def _resign(self) -> None:
-        leader, self._leader, self._leading = self._leader, None, False
+        leader, self._leader = self._leader, None
         if leader is not None:
             with contextlib.suppress(psycopg.Error):
+                if self._leading:  # handed over at once, not when the session is reaped
+                    leader.execute("SELECT pg_advisory_unlock_all()")
+            with contextlib.suppress(psycopg.Error):
                 leader.close()  # the session ends: its lock is free for another replica
+        self._leading = False

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
-from adapters import Outbound, ReceiverConfig, load_adapter
+from adapters import Outbound, ReceiverConfig, load_adapter, retry_after
 from adapters.rest import RestAdapter
 from gateway.certs import DevPki, PartyIdentity, init_dev_pki
 from gateway.mapping import MappingSet
@@ -156,3 +159,66 @@ def test_a_back_office_that_is_down_fails(pki: DevPki, tmp_path: Path) -> None:
         rest.close()
     assert (result.outcome, result.status) == ("failed", None)
     assert result.detail.startswith("transport")
+
+
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "low", "high"),
+    [
+        (503, "120", 120.0, 120.0),
+        (429, "7", 7.0, 7.0),
+        (503, "in a while", None, None),  # neither form: ignored
+        (500, "120", None, None),  # only 429 and 503 say "later"
+    ],
+)
+def test_retry_after_is_read_from_429_and_503(
+    sandbox: Sandbox,
+    adapter: RestAdapter,
+    status: int,
+    header: str,
+    low: float | None,
+    high: float | None,
+) -> None:
+    office = sandbox.offices["be-vlg-wse"]
+    office.fail_next(1, status, retry_after=header)
+    message = outbound("be-vlg-wse", FLANDERS_APPLICATION.read_bytes(), "application.submitted")
+    result = adapter.deliver(message)
+    assert (result.outcome, result.status) == ("failed", status)
+    if low is None:
+        assert result.retry_after_s is None
+    else:
+        assert result.retry_after_s is not None
+        assert low <= result.retry_after_s <= (high or low)
+    assert adapter.deliver(message).retry_after_s is None  # delivered: nothing to wait for
+
+
+def test_retry_after_as_an_http_date(sandbox: Sandbox, adapter: RestAdapter) -> None:
+    office = sandbox.offices["be-vlg-wse"]
+    office.fail_next(1, 503, retry_after=_http_date(datetime.now(UTC) + timedelta(seconds=90)))
+    message = outbound("be-vlg-wse", FLANDERS_APPLICATION.read_bytes(), "application.submitted")
+    result = adapter.deliver(message)
+    assert result.retry_after_s is not None
+    assert 85 <= result.retry_after_s <= 90  # the date has whole seconds
+    office.fail_next(1, 429, retry_after=_http_date(datetime.now(UTC) - timedelta(hours=1)))
+    assert adapter.deliver(message).retry_after_s == 0.0  # a date past: now
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+    def answer(status: int, value: str | None) -> httpx.Response:
+        headers = {"Retry-After": value.encode()} if value is not None else {}
+        return httpx.Response(status, headers=headers)
+
+    assert retry_after(answer(503, "30"), now) == 30.0
+    assert retry_after(answer(503, " 30 "), now) == 30.0
+    assert retry_after(answer(503, "Fri, 27 Nov 2026 10:01:00 GMT"), now) == 60.0
+    assert retry_after(answer(429, "Fri, 27 Nov 2026 09:00:00 GMT"), now) == 0.0
+    assert retry_after(answer(503, "-5"), now) is None
+    assert retry_after(answer(503, "1.5"), now) is None
+    assert retry_after(answer(503, "٣٠"), now) is None  # Arabic-Indic digits are no delta-seconds
+    assert retry_after(answer(503, None), now) is None
+    assert retry_after(answer(502, "30"), now) is None

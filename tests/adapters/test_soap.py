@@ -307,3 +307,14 @@ def test_a_soap_receiver_needs_a_wsdl(pki: DevPki) -> None:
     config = ReceiverConfig(PARTY, "soap11", "https://127.0.0.1:9/", SCHEMAS)
     with pytest.raises(ConfigurationError):
         SoapAdapter(config)
+
+
+@pytest.mark.parametrize(("status", "seconds"), [(503, 45.0), (429, 3.0), (500, None)])
+def test_retry_after_of_a_server_fault_is_read(
+    sandbox: Sandbox, adapter: SoapAdapter, status: int, seconds: float | None
+) -> None:
+    sandbox.offices[PARTY].fail_next(1, status, retry_after=str(int(seconds or 45)))
+    message = outbound(STATUS.read_bytes())
+    result = adapter.deliver(message)
+    assert (result.outcome, result.status, result.retry_after_s) == ("failed", status, seconds)
+    assert adapter.deliver(message).retry_after_s is None

@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,7 +28,7 @@ from gateway.store import UnitOfWork, open_store
 from gateway.store.sql import SqlStore
 from gateway.store.sqlite import read_payload
 from gateway.testing import running_hub, wait_until
-from tests.conftest import EXAMPLES, HOME
+from tests.conftest import EXAMPLES, guichet
 
 NATIONAL_NUMBER = "94431502752"  # the applicant's, in examples/be-platform/application.submitted
 NAME = "Raghunathan"
@@ -383,18 +381,6 @@ def test_certs_init_adds_a_master_key_to_an_older_pki(tmp_path: Path) -> None:
 # --- the whole hub -------------------------------------------------------------------------------
 
 
-def guichet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=HOME,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(HOME)},
-    )
-
-
 @pytest.mark.slow
 def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
@@ -452,7 +438,7 @@ def test_the_hub_keeps_bodies_encrypted_and_audit_purge_erases_them(tmp_path: Pa
     for digest in digests:
         with pytest.raises(PayloadPurgedError, match="purged"):
             read_payload(database, digest, keys)
-    store = SqlStore(database, keys)
+    store = open_store(None, data_dir, keys)
     try:
         assert store.payload_digests() == []
         record = json.loads(store.leaves()[-1].record)

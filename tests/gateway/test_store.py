@@ -109,3 +109,29 @@ def test_migrations_run_once(tmp_path: Path) -> None:
         assert store.migrate() == 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in-a-batch"])
+def test_a_failing_unit_is_undone_alone_or_in_a_batch(tmp_path: Path, batched: bool) -> None:
+    # A batch of one runs without a savepoint (its transaction is one): the same outcome.
+    store = open_store(None, tmp_path)
+    try:
+
+        def half_done(unit: Any) -> None:
+            unit.put_artefact("half", "half", b"x")
+            raise ValueError("refused")
+
+        gate = threading.Event()
+        held = store._submit(lambda unit: gate.wait(10)) if batched else None
+        futures = [store._submit(w) for w in ((_put("a"), half_done) if batched else (half_done,))]
+        gate.set()
+        if held is not None:
+            held.result(10)
+        with pytest.raises(ValueError, match="refused"):
+            futures[-1].result(10)
+        if batched:
+            futures[0].result(10)
+        store.write(_put("after"))  # the writer is still there
+        assert sorted(store.artefacts()) == (["a", "after"] if batched else ["after"])
+    finally:
+        store.close()

@@ -226,12 +226,11 @@ def test_each_checkpoint_gets_a_token_that_openssl_verifies(
     first, _ = tsas
     settings = {"checkpoint_interval_s": 0, "checkpoint_every_records": 2, "tsa_urls": (first.url,)}
     with running_hub(tmp_path / "hub", pki=pki, **QUIET, **settings, **FAST_RETRY) as hub:
+        checkpointer = hub.hub.checkpointing.checkpointer
         for _ in range(2):
-            send(hub, 2)
-            size = len(hub.hub.store.leaves())
-            assert wait_until(
-                lambda size=size: hub.hub.checkpointing.checkpointer.last_size >= size
-            )
+            before = checkpointer.last_size
+            send(hub, 2)  # two new leaves: at least one checkpoint, whenever they commit
+            assert wait_until(lambda before=before: checkpointer.last_size > before)
         assert wait_until(lambda: waiting(hub) == 0 and len(stamped(hub)) >= 2)
         checkpoints = {c["tree_size"]: c for c in hub.hub.store.checkpoints()}
         for row in stamped(hub):

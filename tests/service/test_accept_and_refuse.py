@@ -91,9 +91,12 @@ def test_status_is_visible_to_sender_and_receiver_only(quiet_hub: RunningHub) ->
             "state": "pending",
             "attempts": 0,
             "deliveredAt": None,
-            "nextAttemptAt": None,
+            "nextAttemptAt": status["receivedAt"],  # due as soon as accepted
+            "deadAt": None,
             "lastStatus": None,
             "lastError": None,
+            "discardedAt": None,
+            "reason": None,
         }
     ]
     with quiet_hub.client("be-vlg-wse") as client:
