@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     delivery_circuit_failures: int = 5
     delivery_circuit_cooldown_s: float = 30.0
     delivery_circuit_cooldown_cap_s: float = 600.0
+    # How long a claimed delivery stays its worker's: a replica killed mid-delivery leaves its
+    # claims to be taken over after this (never less than four of a receiver's timeouts).
+    delivery_lease_s: float = 120.0
     log_level: str = "info"
     # Checkpoints (signed tree heads) and their RFC 3161 timestamps: a checkpoint every
     # checkpoint_interval_s seconds or every checkpoint_every_records new records, whichever

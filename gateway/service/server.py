@@ -6,11 +6,13 @@ caller's certificate through ``gateway.service.tls.client_certificate(scope)``.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -122,9 +124,32 @@ class ServerThread:
             self._socket.close()
 
 
+class _StoppableServer(uvicorn.Server):
+    """uvicorn's server, whose SIGINT/SIGTERM end the serving and nothing else.
+
+    uvicorn raises a captured signal again once it has shut down, so that the process ends as the
+    signal would have ended it: the caller's clean-up (closing the hub: deliveries in hand
+    finished, last checkpoint, store closed) would never run, and the exit status would be the
+    signal's. Here the handlers are restored and ``run`` returns."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def serve_forever(app: ASGIApp, host: str, port: int, tls: TlsFiles | None) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's own signal handling); for the CLI."""
-    uvicorn.Server(_config(app, tls, host=host, port=port)).run()
+    """Serve until SIGINT/SIGTERM, then return (graceful: requests in progress are answered,
+    within uvicorn's graceful-shutdown timeout); for the CLI, which then closes the hub."""
+    _StoppableServer(_config(app, tls, host=host, port=port)).run()
 
 
 def _config(

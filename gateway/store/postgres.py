@@ -121,6 +121,7 @@ class PostgresStore(SqlStore):
             name="guichet-readers",
             open=True,
         )
+        self._away = False  # the database was found unreachable (see _reading)
         self._lead_lock = threading.Lock()
         self._leader: psycopg.Connection[Any] | None = None
         self._leading = False
@@ -145,13 +146,42 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
+        """A pooled connection; while the database is known to be away, a connection of its
+        own, so that a read fails at once (connection refused) rather than after the pool's
+        wait, and succeeds at once when the database is back, whatever the pool's reconnection
+        delay (seconds, doubling while the database was away)."""
         if self._closed:
             raise StoreError("the store is closed")
+        if self._away:
+            with self._direct() as conn:
+                yield conn
+            self._back()
+            return
         try:
             with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            self._away = True
             raise StoreError(f"the store is unavailable: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def _direct(self) -> Iterator[Connection]:
+        conn = self._connect()  # StoreError (store.unavailable) while the database is away
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"the store is unavailable: {type(exc).__name__}") from exc
+        finally:
+            conn.close()
+
+    def _found_away(self) -> None:
+        self._away = True
+
+    def _back(self) -> None:
+        """The database answers again: reads return to the pool once it holds a connection
+        (its broken ones are replaced now, not at the next step of its reconnection backoff)."""
+        self._pool.check()
+        self._away = not self._pool.get_stats().get("pool_available", 0)
 
     def _close_readers(self) -> None:
         self._pool.close()

@@ -623,12 +623,30 @@ class SqlStore:
         try:
             unit = self._writer_unit()
         except StoreError as exc:  # the database is away: this batch fails, a later one retries
+            self._found_away()
             _fail(batch, exc)
             return
+        try:
+            unit.conn.execute(self.dialect.begin)
+        except errors as exc:
+            if self._alive(unit.conn):
+                _fail(batch, _unavailable(exc))
+                return
+            # Nothing of the batch has run, on a connection lost while idle (the database
+            # restarted since the last batch): the batch goes on a new connection, at once.
+            self._drop_writer()
+            lost: tuple[type[BaseException], ...] = (StoreError, *errors)
+            try:
+                unit = self._writer_unit()
+                unit.conn.execute(self.dialect.begin)
+            except lost as again:
+                self._drop_writer()
+                self._found_away()
+                _fail(batch, again if isinstance(again, StoreError) else _unavailable(again))
+                return
         conn = unit.conn
         results: list[tuple[concurrent.futures.Future[Any], BaseException | None, Any]] = []
         try:
-            conn.execute(self.dialect.begin)
             # A savepoint keeps one unit's failure from undoing the others of its batch; a batch
             # of one (the common case below saturation) needs none: its transaction is its
             # savepoint. Two statements fewer per unit: on PostgreSQL two round trips, one of
@@ -659,8 +677,10 @@ class SqlStore:
                 conn.execute("ROLLBACK")
             except errors:
                 self._drop_writer()  # the connection is gone: a new one for the next batch
+                self._found_away()
             if not self._alive(conn):
                 self._drop_writer()
+                self._found_away()
             _fail(batch, _unavailable(exc))
             return
         for future, error, value in results:
@@ -668,6 +688,10 @@ class SqlStore:
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    def _found_away(self) -> None:
+        """The writer found the database away (a restart, a network cut): readers may stop
+        waiting on connections that are gone (PostgreSQL)."""
 
     def _alive(self, conn: Connection) -> bool:
         try:
@@ -739,6 +763,16 @@ class SqlStore:
             "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'delivering', 'retrying')"
         )
         return int(rows[0][0])
+
+    def delivery_states(self) -> dict[str, int]:
+        """How many deliveries are in each state (pending, delivering, retrying, delivered,
+        dead): what an operator looks at after a crash or a stop."""
+        return {
+            str(r[0]): int(r[1])
+            for r in self._rows(
+                "SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state"
+            )
+        }
 
     def payload(self, sha256: str) -> bytes | None:
         return self._read(lambda conn: payload(conn, self.dialect, sha256, self.keyring))
