@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import evidence, outbox, pipeline
@@ -424,8 +425,8 @@ def create_app(hub: Hub) -> FastAPI:
     @app.get("/readyz", response_model=None)
     async def readyz(request: Request) -> Response:
         _identity(request, hub)
-        try:
-            hub.store.ping()
+        try:  # off the event loop: a database that does not answer must not stall the others
+            await run_in_threadpool(hub.store.ping)
         except Exception as exc:  # noqa: BLE001 - any store failure means not ready
             return JSONResponse(
                 {"status": "unavailable", "store": type(exc).__name__}, status_code=503

@@ -77,14 +77,13 @@ def test_replicas_number_leaves_densely_in_commit_order(replicas: list[SqlStore]
     assert [leaf.leaf_index for leaf in leaves] == list(range(240))
 
 
-def _message(store: SqlStore, receivers: list[str]) -> str:
+def _message(store: SqlStore, receivers: list[str], case: str | None = None) -> str:
     message_id = str(uuid.uuid4())
+    subject = case or f"case-{message_id}"
 
     def work(unit: Any) -> None:
         unit.insert_message(
-            MessageRow(
-                message_id, "be-platform", "t", "case-1", "trace", None, "2026", "d", 0, "{}"
-            )
+            MessageRow(message_id, "be-platform", "t", subject, "trace", None, "2026", "d", 0, "{}")
         )
         for receiver in receivers:
             unit.add_delivery(message_id, receiver, "d", "application/json", "2026-01-01T00:00:00Z")
@@ -118,6 +117,29 @@ def test_each_delivery_is_claimed_by_one_replica(replicas: list[SqlStore]) -> No
     for thread in threads:
         thread.join(60)
     assert len(claimed) == len(set(claimed)) == 60
+
+
+def test_replicas_claiming_at_once_keep_a_case_in_order(replicas: list[SqlStore]) -> None:
+    """Ten messages of one case to two receivers: however many replicas claim at once, each
+    receiver has one of them in hand — the first — until it is finished."""
+    ids = [_message(replicas[0], ["be-vlg-wse", "be-fed-ibz"], case="one-case") for _ in range(10)]
+    claimed: list[Any] = []
+    barrier = threading.Barrier(4)
+
+    def claim(store: SqlStore) -> None:
+        barrier.wait()
+        rows = store.write(lambda unit: unit.claim_deliveries(LATER, LEASE, 5))
+        claimed.extend(rows)
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in (*replicas, *replicas)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted((row.receiver, row.message_id) for row in claimed) == [
+        ("be-fed-ibz", ids[0]),
+        ("be-vlg-wse", ids[0]),
+    ]
 
 
 def test_one_sequencer_and_another_when_it_dies(url: str, tmp_path: Path) -> None:
