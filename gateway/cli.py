@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--from", dest="start", default=None, help="leaf index or ISO time")
     export.add_argument("--to", dest="end", default=None, help="leaf index or ISO time")
     export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--data-dir", type=Path, default=None)
+    _store_options(export)
     export.add_argument("--with-payloads", action="store_true", help="add the bodies, in clear")
     export.add_argument(
         "--checkpoint", action="store_true", help="sign a checkpoint of the whole log first"
@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--before", required=True, metavar="DATE", help="2026-01-31 (UTC) or an RFC 3339 time"
     )
-    purge.add_argument("--data-dir", type=Path, default=None)
+    _store_options(purge)
 
     box = commands.add_parser("outbox", help="deliveries: list them, retry or discard dead letters")
     box_cmd = box.add_subparsers(dest="outbox_command", required=True)
@@ -356,7 +356,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "export":
         from gateway.outbox import iso, utc_now
 
-        config = HubConfig.load(_settings(args.data_dir))
+        config = HubConfig.load(_settings(args.data_dir, store=args.store))
         pki = DevPki.at(config.pki_dir)
         snapshot = bundle.read_store(config.store_url)
         store = None
@@ -457,7 +457,7 @@ def _purge(args: argparse.Namespace) -> int:
     from gateway.payloads import parse_before, purge
 
     before = parse_before(args.before)
-    config = HubConfig.load(_settings(args.data_dir))
+    config = HubConfig.load(_settings(args.data_dir, store=args.store))
     pki = DevPki.at(config.pki_dir)
     signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
     # No master key needed: erasing destroys keys, it never reads a body.

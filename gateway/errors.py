@@ -264,6 +264,7 @@ PROBLEMS: dict[str, Problem] = {
     "config.invalid": Problem(500, "Configuration error", "Server"),
     "store.unavailable": Problem(503, "Store unavailable", "Server"),
     "store.not-found": Problem(404, "No such store", "Server"),
+    "store.too-new": Problem(500, "The store is of a newer version than this hub", "Server"),
     "payload.purged": Problem(410, "Payload erased past retention", "Server"),
     "payload.corrupt": Problem(500, "Stored payload fails authentication", "Server"),
     "payload.unknown-key": Problem(500, "Payload wrapped by a master key the hub lacks", "Server"),

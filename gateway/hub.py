@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +132,8 @@ class Hub:
             store,
             adapters,
             signer,
-            _leased(RetryPolicy.configured(config.settings), config.settings.delivery_lease_s),
-            policies={
-                party: _leased(policy, config.settings.delivery_lease_s)
-                for party, policy in delivery_policies(config.settings, parties).items()
-            },
+            RetryPolicy.configured(config.settings),
+            policies=delivery_policies(config.settings, parties),
             workers=config.settings.delivery_workers,
             on_outcome=lambda receiver, state: self.metrics.deliveries.labels(
                 receiver, state
@@ -264,12 +261,6 @@ class Hub:
             )
         )
         return checkpoint
-
-
-def _leased(policy: RetryPolicy, lease_s: float) -> RetryPolicy:
-    """``policy`` with the configured lease of a claim (``delivery_lease_s``), never shorter
-    than four of its adapter's timeouts: a claim outlasts the delivery it covers."""
-    return replace(policy, lease_s=max(lease_s, 4 * policy.timeout_s))
 
 
 def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:

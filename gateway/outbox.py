@@ -111,9 +111,11 @@ class RetryPolicy:
     def configured(
         cls, settings: Settings, overrides: DeliveryOverrides | None = None
     ) -> RetryPolicy:
-        """A receiver's policy: its ``[parties.<id>.delivery]`` values, else the settings'."""
+        """A receiver's policy: its ``[parties.<id>.delivery]`` values, else the settings'; the
+        lease of a claim is ``delivery_lease_s``, never shorter than four of the adapter's
+        timeouts (a claim outlasts the delivery it covers)."""
         values = (overrides or DeliveryOverrides()).resolve(settings)
-        return cls(lease_s=max(cls.lease_s, 4 * values["timeout_s"]), **values)
+        return cls(lease_s=max(settings.delivery_lease_s, 4 * values["timeout_s"]), **values)
 
     def next_attempt(
         self,
@@ -126,6 +128,7 @@ class RetryPolicy:
         delay = min(self.backoff_cap_s, self.backoff_s * 2 ** max(attempts - 1, 0))
         # Jitter spreads the retries of many messages to one receiver that comes back.
         delay *= 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - not crypto
+        delay = min(delay, self.backoff_cap_s)
         if retry_after_s is not None:  # the receiver said when: no sooner
             delay = max(delay, min(retry_after_s, self.backoff_cap_s))
         at = now + timedelta(seconds=delay)
@@ -223,7 +226,10 @@ class CircuitBreaker:
             elif seen == "down":
                 circuit.failures += 1
                 if probe:
-                    cooldown = min(policy.circuit_cooldown_cap_s, circuit.cooldown_s * 2)
+                    # Twice the last cooldown (the configured one if the circuit was reset
+                    # while its probe was out), up to the cap.
+                    last = circuit.cooldown_s or policy.circuit_cooldown_s
+                    cooldown = min(policy.circuit_cooldown_cap_s, last * 2)
                     self._open(receiver, circuit, cooldown, now)
                 elif circuit.state == "closed" and circuit.failures >= policy.circuit_failures:
                     self._open(receiver, circuit, policy.circuit_cooldown_s, now)
@@ -508,7 +514,10 @@ def _operate(
             changed = unit.requeue_delivery(delivery_id, time)
         else:
             changed = unit.discard_delivery(delivery_id, reason or "", time)
-        assert changed, "the row was read dead in this same transaction"
+        if not changed:  # cannot happen under the store's write lock; never sealed if it did
+            raise OutboxError(
+                f"delivery {delivery_id} changed while being {action}", code="outbox.not-dead"
+            )
         leaf = evidence.Leaf.of(
             evidence.record(
                 f"delivery.{action}",

@@ -471,9 +471,8 @@ def seal(
     body_sha = evidence.digest(inbound.body)
 
     def work(unit: UnitOfWork) -> Receipt:
-        # First in line among the log's writers (other replicas'): a message id another replica
-        # has just sealed is seen here, and answered as a duplicate or a conflict.
-        unit.lock_log()
+        # The transaction holds the store's write lock (replicas write one at a time): a message
+        # id another replica has just sealed is seen here, answered as a duplicate or a conflict.
         existing = unit.message(canonical.message_id)
         if existing is not None:
             if existing.body_sha256 == body_sha and existing.sender == inbound.sender:

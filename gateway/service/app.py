@@ -25,7 +25,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import evidence, outbox, pipeline
@@ -38,6 +37,7 @@ from gateway.errors import (
     OutboxError,
     ParseError,
     PayloadTooLargeError,
+    StoreError,
     problem_body,
     problem_of,
 )
@@ -323,6 +323,11 @@ def create_app(hub: Hub) -> FastAPI:
 
     def error_response(request: Request, error: GatewayError) -> Response:
         trace_id = getattr(request.state, "trace_id", new_trace_id())
+        if isinstance(error, StoreError):
+            # The store's own words (addresses, keys of rows) are for the operator's log; the
+            # caller learns that it is away and when to try again.
+            log.warning("store.unavailable", code=error.code, detail=error.detail[:300])
+            error = StoreError("the hub's store is unavailable; try again later", code=error.code)
         if request.url.path.startswith("/soap/"):
             # In the caller's version, as its Content-Type announced it: a refusal may come
             # before the envelope is read, and a parsed envelope agrees with it or is refused.
@@ -400,8 +405,8 @@ def create_app(hub: Hub) -> FastAPI:
     async def get_message(message_id: str, request: Request) -> dict[str, Any]:
         """Status of a message the caller sent or receives, per receiver."""
         caller = _party(request, hub)
-        row = hub.store.message(message_id)
-        deliveries = hub.store.deliveries(message_id) if row else []
+        row = await asyncio.to_thread(hub.store.message, message_id)
+        deliveries = await asyncio.to_thread(hub.store.deliveries, message_id) if row else []
         if row is None or (caller != row.sender and caller not in {d.receiver for d in deliveries}):
             raise NotFoundError(f"no message {message_id} visible to {caller}")
         return {
@@ -426,7 +431,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def readyz(request: Request) -> Response:
         _identity(request, hub)
         try:  # off the event loop: a database that does not answer must not stall the others
-            await run_in_threadpool(hub.store.ping)
+            await asyncio.to_thread(hub.store.ping)
         except Exception as exc:  # noqa: BLE001 - any store failure means not ready
             return JSONResponse(
                 {"status": "unavailable", "store": type(exc).__name__}, status_code=503
@@ -445,7 +450,7 @@ def create_app(hub: Hub) -> FastAPI:
         identity = _identity(request, hub)
         if (identity.kind, identity.name) != ("role", "operator"):
             raise AuthenticationError("metrics are for the operator", code="authz.role-required")
-        hub.metrics.outbox_depth.set(hub.store.outbox_depth())
+        hub.metrics.outbox_depth.set(await asyncio.to_thread(hub.store.outbox_depth))
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # The outbox, for the operator role: dead letters listed, requeued or discarded.

@@ -75,12 +75,8 @@ class LeafRow:
 
 
 class UnitOfWork(Protocol):
-    """The writes (and the reads they depend on) of one transaction."""
-
-    def lock_log(self) -> None:
-        """Wait for, then hold to the commit, the right to append to the log: after it, reads
-        see every exchange other writers (replicas) committed. Appending takes it too."""
-        ...
+    """The writes (and the reads they depend on) of one transaction: the store's only writer
+    at that moment (on PostgreSQL, among every replica's), so its reads see every commit."""
 
     def next_leaf_index(self) -> int: ...
     def append_leaf(self, leaf: LeafRow) -> None: ...

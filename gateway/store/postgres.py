@@ -5,11 +5,13 @@ Same tables, same statements and same migration history as the SQLite store
 thread) and a small pool for reads. What SQLite gets from having a single writer, PostgreSQL gets
 from advisory locks, scoped to the store's schema:
 
-- evidence leaves are numbered densely in commit order: a transaction that appends one holds the
-  LEAVES lock from reading the next index to its commit (the writer's group commit makes that one
-  lock per batch of messages, not per message);
-- deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` under the CLAIMS lock, so each is claimed
-  once and a receiver gets one case's messages in order;
+- every write transaction of every replica takes the WRITE lock right after BEGIN and holds it to
+  its commit: replicas write one at a time (the writer's group commit makes that one lock per
+  batch of units, not per message), so leaves are numbered densely in commit order, a message id
+  sealed by one replica is seen by the next, and with one lock taken in one place no two
+  replicas can deadlock;
+- deliveries are claimed with ``FOR UPDATE SKIP LOCKED``, and each is claimed once; a receiver
+  gets one case's messages in order;
 - exactly one replica, the *sequencer*, holds the SEQUENCER session lock and runs the
   checkpointer; when it dies its session ends, the lock is freed and another replica takes over
   at its next tick.
@@ -38,15 +40,28 @@ from gateway.store.sql import SEQUENCER, Connection, Dialect, SqlStore
 __all__ = ["PostgresStore", "read_only", "redacted"]
 
 _CONNECT_TIMEOUT_S = 5
+# Every connection: a dead peer (a host gone, a network cut) is noticed in about half a minute,
+# not after the kernel's two hours — a replica that died holding the WRITE lock or the
+# sequencer's lock frees it when its session is dropped.
+_CONNECTION: dict[str, Any] = {
+    "autocommit": True,
+    "connect_timeout": _CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 
 def redacted(url: str) -> str:
     """The store's address without its password (for messages and logs)."""
     try:
         params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise StoreError(f"not a PostgreSQL address: {exc}", code="store.not-found") from exc
-    params.pop("password", None)
+    except psycopg.ProgrammingError:  # its message may quote the address, password and all
+        raise StoreError("not a readable PostgreSQL address", code="store.not-found") from None
+    for secret in ("password", "sslpassword"):
+        params.pop(secret, None)
     return make_conninfo("", **{k: str(v) for k, v in params.items() if v is not None})
 
 
@@ -68,15 +83,19 @@ def _dialect(schema: str) -> Dialect:
 
 @contextmanager
 def read_only(url: str) -> Iterator[tuple[Connection, Dialect]]:
-    """A connection that cannot write (an auditor reading a hub's database), and its dialect."""
+    """A connection in a read-only transaction (an auditor reading a hub's database): one
+    snapshot for everything read, and its dialect."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        conn = psycopg.connect(url, **_CONNECTION)
     except psycopg.Error as exc:
         raise StoreError(f"cannot reach the store {redacted(url)}: {exc}") from exc
     try:
-        conn.execute("SET default_transaction_read_only = on")
+        # One snapshot for every read: leaves and checkpoints as of one moment, even while the
+        # hub goes on writing.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = conn.execute("SELECT current_schema()").fetchone()
         yield conn, _dialect(str(row[0]) if row else "public")
+        conn.execute("ROLLBACK")
     except psycopg.Error as exc:
         raise StoreError(
             f"{redacted(url)} is not a readable store: {exc}", code="store.not-found"
@@ -115,7 +134,7 @@ class PostgresStore(SqlStore):
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            kwargs=_CONNECTION,
             check=psycopg_pool.ConnectionPool.check_connection,
             timeout=_CONNECT_TIMEOUT_S,
             name="guichet-readers",
@@ -129,9 +148,12 @@ class PostgresStore(SqlStore):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+            conn = psycopg.connect(self.url, **_CONNECTION)
+            # A writer stuck inside a transaction (a hung peer) lets go of the WRITE lock.
+            conn.execute("SET idle_in_transaction_session_timeout = '60s'")
         except psycopg.Error as exc:
             raise StoreError(f"cannot reach the store {self.where}: {exc}") from exc
+        return conn
 
     def migrate(self) -> int:
         """Apply the migrations the database lacks; how many were."""
@@ -160,9 +182,21 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        except psycopg.OperationalError as exc:
             self._away = True
             raise StoreError(f"the store is unavailable: {type(exc).__name__}") from exc
+        except psycopg_pool.PoolTimeout as exc:
+            # Every pooled connection busy (load), or none to be had (the database away): only
+            # the second sends reads to connections of their own.
+            self._away = not self._reachable()
+            raise StoreError("the store is unavailable: no connection in time") from exc
+
+    def _reachable(self) -> bool:
+        try:
+            self._connect().close()
+        except StoreError:
+            return False
+        return True
 
     @contextmanager
     def _direct(self) -> Iterator[Connection]:
@@ -181,7 +215,9 @@ class PostgresStore(SqlStore):
         """The database answers again: reads return to the pool once it holds a connection
         (its broken ones are replaced now, not at the next step of its reconnection backoff)."""
         self._pool.check()
-        self._away = not self._pool.get_stats().get("pool_available", 0)
+        # Back to the pool once it holds connections again (in use or not: under load none may
+        # be free, and that is no reason to open a connection per read).
+        self._away = not self._pool.get_stats().get("pool_size", 0)
 
     def _close_readers(self) -> None:
         self._pool.close()

@@ -107,11 +107,13 @@ class Lock:
         self.value = value
 
 
-# Leaf indices are dense and in commit order: a transaction that appends a leaf holds LEAVES
-# from its first index to its commit. Claims hold CLAIMS, so that the per-case order of
-# deliveries is decided by one claimer at a time. MIGRATE serialises replicas starting together;
-# SEQUENCER (a session lock) elects the replica that checkpoints.
-LEAVES, CLAIMS, MIGRATE, SEQUENCER = Lock(1), Lock(2), Lock(3), Lock(4)
+# WRITE: every write transaction of every replica takes it first, right after BEGIN, and holds
+# it to its commit — one writer at a time, as SQLite's BEGIN IMMEDIATE gives, and one lock taken
+# in one place, so replicas can never deadlock on the order they take locks in. Under it leaf
+# indices are dense and in commit order, a message id another replica sealed is seen, and a
+# claim decides a case's order alone. MIGRATE serialises replicas starting together; SEQUENCER
+# (a session lock) elects the replica that checkpoints.
+WRITE, MIGRATE, SEQUENCER = Lock(1), Lock(3), Lock(4)
 
 
 @lru_cache(maxsize=512)
@@ -165,11 +167,7 @@ class SqlUnit:
     def _x(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
         return self.conn.execute(self.dialect.sql(statement), params)
 
-    def lock_log(self) -> None:
-        self.dialect.lock(self.conn, LEAVES)
-
     def next_leaf_index(self) -> int:
-        self.lock_log()
         row = self._x("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM evidence").fetchone()
         return int(row[0])
 
@@ -236,7 +234,6 @@ class SqlUnit:
     def claim_deliveries(
         self, now: str, lease_until: str, limit: int, *, exclude: Sequence[str] = ()
     ) -> list[DeliveryRow]:
-        self.dialect.lock(self.conn, CLAIMS)
         excluded = tuple(exclude)
         rows = self._x(
             _claim_sql(self.dialect.lock_rows, len(excluded)),
@@ -507,8 +504,16 @@ class SqlStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        known = migrations()
+        newest = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        if newest is not None and int(newest) > known[-1][0]:
+            raise StoreError(
+                f"{self.where} is at version {newest}; this hub knows versions up to"
+                f" {known[-1][0]}: run a newer hub (or restore a matching backup)",
+                code="store.too-new",
+            )
         applied = 0
-        for version, script in migrations():
+        for version, script in known:
             conn.execute(d.begin)
             try:
                 d.lock(conn, MIGRATE)
@@ -590,7 +595,10 @@ class SqlStore:
             try:
                 self._commit(live)
             except BaseException as exc:  # noqa: BLE001 - the writer must outlive any unit
-                _fail(live, StoreError(f"store write failed: {exc!r}"))
+                # Whatever the transaction did is thrown away with its connection: the next
+                # batch must not commit it.
+                self._drop_writer()
+                _fail(live, StoreError(f"store write failed: {type(exc).__name__}"))
         # Closing: whoever is still queued learns it, rather than waiting forever.
         while True:
             try:
@@ -627,7 +635,7 @@ class SqlStore:
             _fail(batch, exc)
             return
         try:
-            unit.conn.execute(self.dialect.begin)
+            self._begin(unit.conn)
         except errors as exc:
             if self._alive(unit.conn):
                 _fail(batch, _unavailable(exc))
@@ -638,7 +646,7 @@ class SqlStore:
             lost: tuple[type[BaseException], ...] = (StoreError, *errors)
             try:
                 unit = self._writer_unit()
-                unit.conn.execute(self.dialect.begin)
+                self._begin(unit.conn)
             except lost as again:
                 self._drop_writer()
                 self._found_away()
@@ -649,8 +657,8 @@ class SqlStore:
         try:
             # A savepoint keeps one unit's failure from undoing the others of its batch; a batch
             # of one (the common case below saturation) needs none: its transaction is its
-            # savepoint. Two statements fewer per unit: on PostgreSQL two round trips, one of
-            # them while the LEAVES lock is held.
+            # savepoint. Two statements fewer per unit: on PostgreSQL two round trips, both
+            # while the WRITE lock is held.
             alone = len(batch) == 1
             for work, future in batch:
                 if not alone:
@@ -688,6 +696,11 @@ class SqlStore:
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    def _begin(self, conn: Connection) -> None:
+        """A write transaction, holding the WRITE lock (PostgreSQL) from its start."""
+        conn.execute(self.dialect.begin)
+        self.dialect.lock(conn, WRITE)
 
     def _found_away(self) -> None:
         """The writer found the database away (a restart, a network cut): readers may stop

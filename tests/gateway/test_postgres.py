@@ -6,6 +6,7 @@ These open their stores themselves on the local server (PostgreSQL on 127.0.0.1:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -250,14 +251,13 @@ def test_the_log_of_a_postgresql_hub_verifies_from_its_database(
 def test_a_message_id_sealed_by_two_replicas_at_once_is_sealed_once(
     replicas: list[SqlStore],
 ) -> None:
-    """What ``pipeline.seal`` does first (lock the log, then look the id up) makes the second
-    replica see the first one's message: a duplicate answered, not a key violation (503)."""
+    """A write transaction holds the store's write lock from its start: the second replica to
+    look the id up sees the first one's message (a duplicate answered, not a key violation)."""
     message_id = str(uuid.uuid4())
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
     def seal(unit: Any) -> str:
-        unit.lock_log()
         if unit.message(message_id) is not None:
             return "duplicate"
         row = MessageRow(message_id, "be-platform", "t", "case", "tr", None, "2026", "d", 0, "{}")
@@ -274,3 +274,36 @@ def test_a_message_id_sealed_by_two_replicas_at_once_is_sealed_once(
     for thread in threads:
         thread.join(30)
     assert sorted(outcomes) == ["accepted", "duplicate"]
+
+
+def test_replicas_mixing_claims_and_appends_never_deadlock(replicas: list[SqlStore]) -> None:
+    """Replica A's batch is [claim, append], B's is [append, claim], the first unit of each run
+    at the same moment: with a lock per kind of write they would wait for each other (deadlock,
+    one batch lost); every write transaction takes the one WRITE lock first, so B waits."""
+    _message(replicas[0], ["be-vlg-wse"])
+    together = threading.Barrier(2, timeout=3)
+
+    def first(work: Any) -> Any:
+        def unit_then_meet(unit: Any) -> Any:
+            value = work(unit)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()  # B cannot come while A holds the lock: A goes on alone
+            return value
+
+        return unit_then_meet
+
+    def claim(unit: Any) -> Any:
+        return unit.claim_deliveries(LATER, LEASE, 1)
+
+    gate = threading.Event()
+
+    def batch(store: SqlStore, units: list[Any]) -> list[Any]:
+        store._submit(lambda unit: gate.wait(10))  # the writer busy: the units queue behind
+        return [store._submit(work) for work in units]
+
+    a = batch(replicas[0], [first(claim), _append("a")])
+    b = batch(replicas[1], [first(_append("b")), claim])
+    gate.set()  # both writers go: A claims while B appends
+    for future in (*a, *b):
+        future.result(timeout=60)  # DeadlockDetected would surface here as a StoreError
+    assert [leaf.leaf_index for leaf in replicas[0].leaves()] == [0, 1]
