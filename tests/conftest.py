@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from gateway.certs import DevPki
 from gateway.config import HubConfig, Settings
-from gateway.testing import RunningHub, ensure_pki, running_hub
+from gateway.testing import RunningHub, ensure_pki, guichet_command, running_hub
 
 HOME = Path(__file__).resolve().parents[1]
 EXAMPLES = HOME / "examples"
@@ -96,22 +95,14 @@ def _store_per_data_dir() -> Iterator[None]:
 def guichet(
     *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    """The ``guichet`` command in a process of its own, run from the checkout. On the
-    PostgreSQL run, ``--data-dir D`` comes with D's store (``GUICHET_STORE``), as an operator
-    running the hub on PostgreSQL would set it."""
+    """The ``guichet`` command in a process of its own (``env``: ``GUICHET_*`` settings). On
+    the PostgreSQL run, ``--data-dir D`` comes with D's store (``GUICHET_STORE``), as an
+    operator running the hub on PostgreSQL would set it."""
     argv = [str(a) for a in args]
-    environment = {**os.environ, "PYTHONPATH": str(HOME), **(env or {})}
+    settings = {k.removeprefix("GUICHET_").lower(): v for k, v in (env or {}).items()}
     if POSTGRES and "--data-dir" in argv:
-        environment["GUICHET_STORE"] = store_url_for(Path(argv[argv.index("--data-dir") + 1]))
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *argv],
-        cwd=HOME,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+        settings["store"] = store_url_for(Path(argv[argv.index("--data-dir") + 1]))
+    return guichet_command(*argv, settings=settings, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
