@@ -73,6 +73,9 @@ async def client(ctx: ssl.SSLContext, port: int, template: dict[str, object], ta
     try:
         while tally.take():
             header["messageId"] = str(uuid.uuid4())
+            # Each application opens a case of its own, as employers' filings do: one case for
+            # all would make every delivery wait for the one before (in order per case).
+            header["caseReference"] = f"SP-BENCH-{header['messageId']}"
             body = json.dumps(template).encode()
             request = (
                 b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"

@@ -141,6 +141,8 @@ def _claim_sql(lock_rows: str, excluded: int) -> str:
     return (
         "UPDATE deliveries SET state = 'delivering', lease_until = ?, attempts = attempts + 1"  # noqa: S608
         " WHERE id IN (SELECT d.id FROM deliveries d WHERE"
+        # Implied by what follows; said outright so that both engines use deliveries_unfinished.
+        " d.state IN ('pending', 'delivering', 'retrying') AND"
         " ((d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?)"
         " OR (d.state = 'delivering' AND d.lease_until < ?))"
         f"{not_to}"
