@@ -30,7 +30,7 @@ from pathlib import Path
 from http_load import load
 from hubs import (
     cpu_seconds,
-    hub_env,
+    hub_settings,
     init_pki,
     is_postgres,
     own_cpu_seconds,
@@ -85,23 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=300.0, help="give up after this many seconds in all"
     )
     args = parser.parse_args(argv)
-    settings = {} if args.workers is None else {"GUICHET_DELIVERY_WORKERS": str(args.workers)}
-    env = hub_env(**settings)
+    workers = {} if args.workers is None else {"delivery_workers": str(args.workers)}
+    settings = hub_settings(**workers)
     with tempfile.TemporaryDirectory(prefix="guichet-delivery-") as scratch:
         data = Path(scratch)
-        pki_dir = init_pki(data, env)
+        pki_dir = init_pki(data)
         config = HubConfig.load(Settings(home=HOME, data_dir=data))
         mappings = MappingSet.load(HOME)
         parties = list(config.parties.parties)
         with (
             Sandbox(mappings, DevPki.at(pki_dir), parties, HOME / "examples", respond=False) as sb,
             run_store(args.store, data) as store,
-            serve(data, store, args.replicas, env, endpoints=sb.endpoints) as hubs,
+            serve(data, store, args.replicas, settings, endpoints=sb.endpoints) as hubs,
         ):
             count, close = counter(store)
             try:
                 backends = store_pids(store)
-                pids = [process.pid for process in hubs.processes]
+                pids = hubs.pids
                 cpu_before = cpu_seconds(pids), cpu_seconds(backends), own_cpu_seconds()
                 started = time.monotonic()
                 tally = asyncio.run(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hubs import (
     cpu_seconds,
-    hub_env,
+    hub_settings,
     init_pki,
     own_cpu_seconds,
     percentile,
@@ -127,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args(argv)
-    env = hub_env(GUICHET_DELIVERY_WORKERS="0")
+    settings = hub_settings(delivery_workers="0")
     with tempfile.TemporaryDirectory(prefix="guichet-load-") as scratch:
         data = Path(scratch)
-        pki = init_pki(data, env)
-        with run_store(args.store, data) as store, serve(data, store, args.replicas, env) as hubs:
-            pids = [process.pid for process in hubs.processes]
+        pki = init_pki(data)
+        with (
+            run_store(args.store, data) as store,
+            serve(data, store, args.replicas, settings) as hubs,
+        ):
+            pids = hubs.pids
             backends = store_pids(store)
             hub_cpu, own_cpu = cpu_seconds(pids), own_cpu_seconds()
             db_cpu = cpu_seconds(backends)

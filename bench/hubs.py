@@ -12,41 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
+
+from gateway.store import default_url, sqlite_path
+from gateway.testing import HubProcess, guichet_command, start_hub_process
 
 HOME = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the hub exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the hub did not start listening")
-
-
 def is_postgres(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("postgresql:", "postgres:"))
+    return url is not None and sqlite_path(url) is None
 
 
 @contextlib.contextmanager
@@ -54,7 +33,7 @@ def run_store(url: str | None, data_dir: Path) -> Iterator[str]:
     """The store address the hubs get: the data dir's SQLite file, or ``url`` with a fresh
     schema of its own in its search_path (created here, dropped on the way out)."""
     if not is_postgres(url):
-        yield url or f"sqlite:///{(data_dir / 'guichet.db').resolve()}"
+        yield url or default_url(data_dir)
         return
     import psycopg
 
@@ -76,22 +55,25 @@ def store_label(url: str | None) -> str:
     return "postgresql" if is_postgres(url) else "sqlite"
 
 
-def init_pki(data_dir: Path, env: Mapping[str, str]) -> Path:
+def init_pki(data_dir: Path) -> Path:
     pki = data_dir / "pki"
-    subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "certs", "init", "--dir", str(pki)],
-        cwd=HOME,
-        env=dict(env),
-        stdout=subprocess.DEVNULL,
-        check=True,
-    )
+    done = guichet_command("certs", "init", "--dir", str(pki))
+    if done.returncode != 0:
+        raise RuntimeError(f"certs init failed: {done.stderr}")
     return pki
 
 
 @dataclass
 class Replicas:
-    processes: list[subprocess.Popen[bytes]]
-    ports: list[int]
+    hubs: list[HubProcess]
+
+    @property
+    def pids(self) -> list[int]:
+        return [hub.pid for hub in self.hubs]
+
+    @property
+    def ports(self) -> list[int]:
+        return [hub.port for hub in self.hubs]
 
 
 @contextlib.contextmanager
@@ -99,55 +81,25 @@ def serve(
     data_dir: Path,
     store: str,
     replicas: int,
-    env: Mapping[str, str],
+    settings: Mapping[str, str],
     endpoints: Mapping[str, str] | None = None,
-    log: Any = subprocess.DEVNULL,
 ) -> Iterator[Replicas]:
-    """``replicas`` ``guichet serve`` processes on free ports; SIGTERM to each on the way out."""
+    """``replicas`` ``guichet serve`` processes on free ports (gateway.testing's), each started
+    once the one before answers (the first writes person-ref.key and migrates the store);
+    SIGTERM to each on the way out."""
     if replicas > 1 and not is_postgres(store):
         raise SystemExit("--replicas > 1 needs a PostgreSQL store (SQLite has one writer)")
-    extra: list[str] = []
-    for party, url in (endpoints or {}).items():
-        extra += ["--endpoint", f"{party}={url}"]
-    running = Replicas([], [])
-
-    def start(count: int) -> None:
-        started = []
-        for _ in range(count):
-            port = free_port()
-            command: Sequence[str] = [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-                "--store",
-                store,
-                *extra,
-            ]
-            process = subprocess.Popen(command, cwd=HOME, env=dict(env), stdout=log, stderr=log)
-            running.processes.append(process)
-            running.ports.append(port)
-            started.append((port, process))
-        for port, process in started:
-            wait_for_port(port, process)
-
+    running = Replicas([])
     try:
-        start(1)  # alone: it writes person-ref.key and migrates the store
-        start(replicas - 1)
+        for _ in range(replicas):
+            running.hubs.append(
+                start_hub_process(data_dir, store=store, endpoints=endpoints, settings=settings)
+            )
         yield running
     finally:
-        for process in running.processes:
-            process.terminate()
-        for process in running.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for hub in running.hubs:
+            if hub.alive():
+                hub.terminate()
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
@@ -185,8 +137,9 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def hub_env(**settings: str) -> dict[str, str]:
-    return {**os.environ, "GUICHET_LOG_LEVEL": "warning", **settings}
+def hub_settings(**settings: str) -> dict[str, str]:
+    """``Settings`` fields for the benchmarked hubs: quiet logs, then ``settings``."""
+    return {"log_level": "warning", **settings}
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:

@@ -58,23 +58,24 @@ def _positive(pattern: str, line: str, count: int) -> None:
     assert all(float(value) > 0 for value in found.groups()[:count]), line
 
 
-@pytest.mark.parametrize(
-    "store",
-    [pytest.param([], id="sqlite"),
-     pytest.param(["--store", POSTGRES or "", "--replicas", "2"], id="postgresql-2-replicas",
-                  marks=needs_postgres)],
-)  # fmt: skip
+# The bench options of each store: the embedded one, and PostgreSQL with two replicas.
+STORES = [
+    pytest.param([], id="sqlite"),
+    pytest.param(
+        ["--store", POSTGRES or "", "--replicas", "2"],
+        id="postgresql-2-replicas",
+        marks=needs_postgres,
+    ),
+]
+
+
+@pytest.mark.parametrize("store", STORES)
 def test_http_load_accepts_on_each_store(store: list[str]) -> None:
     last = run_bench("http_load.py", ["--clients", "2", "--seconds", "1", *store])
     _positive(_HTTP, last, 3)
 
 
-@pytest.mark.parametrize(
-    "store",
-    [pytest.param([], id="sqlite"),
-     pytest.param(["--store", POSTGRES or "", "--replicas", "2"], id="postgresql-2-replicas",
-                  marks=needs_postgres)],
-)  # fmt: skip
+@pytest.mark.parametrize("store", STORES)
 def test_delivery_delivers_every_message(store: list[str]) -> None:
     # The exit status says every delivery was made and every back office received its message.
     args = ["--messages", "12", "--clients", "3", "--timeout", "120", *store]

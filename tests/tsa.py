@@ -32,7 +32,7 @@ from asn1crypto import tsp  # type: ignore[import-untyped]
 
 from gateway.timestamps import TimeStampResp
 
-__all__ = ["LocalTsa", "free_port", "make_tsa_pki"]
+__all__ = ["LocalTsa", "make_tsa_pki"]
 
 _OPENSSL_CONFIG = """\
 [ tsa ]
@@ -95,15 +95,6 @@ def make_tsa_pki(directory: Path) -> Path:
     config = directory / "tsa.cnf"
     config.write_text(_OPENSSL_CONFIG.format(dir=directory))
     return config
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class LocalTsa:

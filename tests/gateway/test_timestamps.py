@@ -25,9 +25,9 @@ from gateway.certs import DevPki
 from gateway.checkpointer import Frontier
 from gateway.service.tls import client_ssl_context
 from gateway.store.sqlite import read_log
-from gateway.testing import RunningHub, capture_logs, running_hub
+from gateway.testing import RunningHub, capture_logs, free_port, running_hub
 from tests.conftest import post_applications
-from tests.tsa import LocalTsa, free_port
+from tests.tsa import LocalTsa
 
 QUIET = {"sandbox": False, "delivery_workers": 0}
 FAST_RETRY = {"tsa_backoff_s": 0.1, "tsa_backoff_cap_s": 0.4, "tsa_timeout_s": 5.0}
