@@ -6,6 +6,10 @@ translated once, where they enter, with ``raise … from exc``::
     GatewayError
     ├── InboundError                      the caller's message is refused (4xx / soap:Client)
     │   ├── AuthenticationError           auth.*        no or unknown client certificate
+    │   │   └── CertificateError          cert.*        untrusted, expired, revoked, another party's
+    │   ├── SignatureError                signature.*   message signature missing, invalid, stale,
+    │   │                                               replayed, wrapped
+    │   ├── RateLimitedError              request.rate-limited (429, Retry-After)
     │   ├── PayloadTooLargeError          request.too-large
     │   ├── UnsupportedMediaTypeError     request.unsupported-media-type
     │   ├── ParseError                    xml.* / json.* / soap.*  malformed or forbidden constructs
@@ -40,6 +44,7 @@ __all__ = [
     "PROBLEMS",
     "AuthenticationError",
     "AuthorisationError",
+    "CertificateError",
     "ConfigurationError",
     "DeliveryError",
     "DomainCheckError",
@@ -56,8 +61,10 @@ __all__ = [
     "PayloadPurgedError",
     "PayloadTooLargeError",
     "Problem",
+    "RateLimitedError",
     "RoutingError",
     "SchemaValidationError",
+    "SignatureError",
     "StoreError",
     "UnknownMessageTypeError",
     "UnsupportedMediaTypeError",
@@ -96,6 +103,31 @@ class InboundError(GatewayError):
 
 class AuthenticationError(InboundError):
     default_code = "auth.unauthenticated"
+
+
+class CertificateError(AuthenticationError):
+    """A certificate (of the TLS connection, forwarded by a proxy, or of a message signature)
+    that does not chain to a configured CA, is outside its validity, revoked, unfit for its use,
+    or belongs to another party than the one it speaks for."""
+
+    default_code = "cert.untrusted"
+
+
+class SignatureError(InboundError):
+    """A message signature (WS-Security on SOAP, detached JWS on REST) that is missing,
+    malformed, does not verify, is stale or replayed, or does not cover what it must."""
+
+    default_code = "signature.invalid"
+
+
+class RateLimitedError(InboundError):
+    """A party over its rate; ``retry_after`` (seconds) is sent as ``Retry-After``."""
+
+    default_code = "request.rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code, extra={"retryAfter": retry_after})
+        self.retry_after = retry_after
 
 
 class PayloadTooLargeError(InboundError):
@@ -208,6 +240,26 @@ class Problem:
 PROBLEMS: dict[str, Problem] = {
     "auth.unauthenticated": Problem(401, "No valid client certificate", "Client"),
     "auth.unknown-party": Problem(403, "The client certificate names no known party", "Client"),
+    "auth.untrusted-proxy": Problem(
+        403, "A forwarded client certificate from an address that is no configured proxy", "Client"
+    ),
+    "cert.untrusted": Problem(401, "Certificate does not chain to a trusted CA", "Client"),
+    "cert.expired": Problem(401, "Certificate expired", "Client"),
+    "cert.not-yet-valid": Problem(401, "Certificate not yet valid", "Client"),
+    "cert.revoked": Problem(401, "Certificate revoked", "Client"),
+    "cert.usage": Problem(401, "Certificate not issued for this use", "Client"),
+    "cert.malformed": Problem(400, "Certificate cannot be read", "Client"),
+    "cert.wrong-party": Problem(403, "Certificate belongs to another party", "Client"),
+    "signature.missing": Problem(401, "Message signature missing", "Client"),
+    "signature.malformed": Problem(400, "Message signature malformed", "Client"),
+    "signature.invalid": Problem(401, "Message signature does not verify", "Client"),
+    "signature.algorithm": Problem(400, "Signature algorithm not accepted", "Client"),
+    "signature.stale": Problem(401, "Signature timestamp outside its window", "Client"),
+    "signature.replayed": Problem(409, "Signature already seen", "Client"),
+    "signature.wrapping": Problem(
+        400, "Signed element moved, duplicated or not the one processed", "Client"
+    ),
+    "request.rate-limited": Problem(429, "Too many requests from this party", "Client"),
     "authz.forbidden": Problem(403, "Not allowed", "Client"),
     "authz.type-not-allowed": Problem(403, "This party may not send this message type", "Client"),
     "authz.receiver-not-allowed": Problem(403, "This party may not send to that party", "Client"),
@@ -219,6 +271,10 @@ PROBLEMS: dict[str, Problem] = {
     "xml.forbidden-construct": Problem(400, "Forbidden XML construct", "Client"),
     "xml.too-deep": Problem(400, "XML nested too deeply", "Client"),
     "xml.encoding": Problem(400, "XML bodies must be UTF-8", "Client"),
+    "xml.too-many-elements": Problem(400, "Too many XML elements", "Client"),
+    "xml.too-many-attributes": Problem(400, "Too many attributes on an element", "Client"),
+    "xml.text-too-large": Problem(400, "XML text or attribute value too large", "Client"),
+    "json.number-too-large": Problem(400, "JSON number too large", "Client"),
     "json.malformed": Problem(400, "Malformed JSON", "Client"),
     "json.duplicate-key": Problem(400, "Duplicate key in JSON object", "Client"),
     "json.unknown-member": Problem(400, "JSON member not in the party's schema", "Client"),
