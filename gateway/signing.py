@@ -42,7 +42,9 @@ class SigningKey:
     def __post_init__(self) -> None:
         if not self.chain:
             raise ConfigurationError("a signing key needs its certificate")
-        if self.chain[0].public_key().public_numbers() != self.key.public_key().public_numbers():
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        ours = self.key.public_key().public_bytes(serialization.Encoding.DER, spki)
+        if self.chain[0].public_key().public_bytes(serialization.Encoding.DER, spki) != ours:
             raise ConfigurationError("the signing key is not the key of its certificate")
 
     @property
