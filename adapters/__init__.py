@@ -22,6 +22,7 @@ import httpx
 import structlog
 
 from gateway.certs import TlsFiles
+from gateway.signing import SigningKey
 from gateway.service.tls import client_ssl_context
 
 __all__ = [
@@ -53,6 +54,9 @@ class ReceiverConfig:
     client_key: Path | None = None
     ca: Path | None = None  # CA bundle the back office's certificate must chain to
     timeout_s: float = 10.0
+    # The hub's key and certificate that sign each delivery (WS-Security / detached JWS),
+    # anew at every attempt: a signature is fresh for five minutes, a retry may come later.
+    signer: SigningKey | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import httpx
 
 from adapters import BaseAdapter, Outbound, ReceiverConfig, Reply, classify, retry_after
+from gateway import jws
 from gateway.errors import ParseError
 from gateway.xml import parse_json
 
@@ -27,16 +28,15 @@ class RestAdapter(BaseAdapter):
         self._client = self._http_client()
 
     def _send(self, outbound: Outbound) -> Reply:
-        response = self._client.post(
-            self._url,
-            content=outbound.body,
-            headers={
-                "Content-Type": outbound.content_type,
-                "Idempotency-Key": outbound.message_id,
-                "BelGov-Trace-Id": outbound.trace_id,
-                "X-Guichet-Message-Type": outbound.message_type,
-            },
-        )
+        headers = {
+            "Content-Type": outbound.content_type,
+            "Idempotency-Key": outbound.message_id,
+            "BelGov-Trace-Id": outbound.trace_id,
+            "X-Guichet-Message-Type": outbound.message_type,
+        }
+        if self.config.signer is not None:
+            headers[jws.HEADER] = jws.sign_detached(outbound.body, self.config.signer)
+        response = self._client.post(self._url, content=outbound.body, headers=headers)
         outcome = classify(response.status_code)
         detail = "" if outcome == "delivered" else _detail(response)
         return Reply(outcome, response.status_code, response.content, detail, retry_after(response))

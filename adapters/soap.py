@@ -50,6 +50,7 @@ from zeep.wsdl import Document
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
 from adapters import BaseAdapter, Outbound, Outcome, ReceiverConfig, Reply, classify, retry_after
+from gateway import wssec
 from gateway.errors import ConfigurationError, GatewayError, ParseError, UnknownMessageTypeError
 from gateway.namespaces import HUB_NS
 from gateway.xml import (
@@ -385,6 +386,8 @@ class SoapAdapter(BaseAdapter):
             {"MessageId": outbound.message_id, "TraceId": outbound.trace_id},
             operation.version,
         )
+        if self.config.signer is not None:
+            envelope = wssec.sign_envelope(envelope, self.config.signer)
         headers = {"Content-Type": operation.content_type, "BelGov-Trace-Id": outbound.trace_id}
         if operation.version == "1.1":
             headers["SOAPAction"] = f'"{operation.soap_action}"'

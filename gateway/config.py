@@ -99,6 +99,29 @@ class Settings(BaseSettings):
     tsa_timeout_s: float = 10.0
     tsa_backoff_s: float = 5.0
     tsa_backoff_cap_s: float = 600.0
+    # Message signatures (WS-Security on SOAP, detached JWS on REST): required from every
+    # sender unless turned off (then verified when present, and an unsigned message is kept as
+    # such in the evidence). A signature is fresh for signature_max_age_s (WS-Security:
+    # Expires - Created at most that) with signature_skew_s of clock difference tolerated.
+    require_signatures: bool = True
+    signature_max_age_s: int = 300
+    signature_skew_s: int = 60
+    # The CAs client and signing certificates must chain to, and their CRL files (reloaded when
+    # they change); default: the PKI's ca.pem and, when present, crl.pem.
+    ca_files: tuple[Path, ...] = ()
+    crl_files: tuple[Path, ...] = ()
+    # Behind a TLS-terminating reverse proxy: the addresses (or networks) of the proxies whose
+    # forwarded client certificate is believed, and the header it comes in (URL-encoded PEM).
+    # behind_proxy: the hub listens plain HTTP (bind it to an address only the proxy reaches).
+    trusted_proxies: tuple[str, ...] = ()
+    client_cert_header: str = "X-SSL-Client-Cert"
+    behind_proxy: bool = False
+    # Each party's rate (messages per second) and burst, unless its [parties.<id>.rate_limit]
+    # says otherwise; 0: no limit. Refusals are sealed at most once per party per
+    # rate_limit_evidence_s, with their count.
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 0
+    rate_limit_evidence_s: float = 10.0
 
     @classmethod
     def settings_customise_sources(

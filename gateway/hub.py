@@ -30,11 +30,16 @@ from gateway.checkpointer import Checkpointing
 from gateway.config import HubConfig, PartyRegistry
 from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
+from gateway.identities import Authenticator
 from gateway.mapping import MappingSet
 from gateway.outbox import Outbox, RetryPolicy, delivery_policies, iso, utc_now
 from gateway.payloads import Keyring
+from gateway.ratelimit import RateLimit, RateLimiter
 from gateway.schemas import SchemaCatalog
+from gateway.signatures import SignatureVerifier
+from gateway.signing import SigningKey
 from gateway.store import Store, UnitOfWork
+from gateway.trust import TrustStore
 from gateway.xml import ParserLimits
 
 __all__ = ["Hub", "Metrics", "SoapEndpoint", "configure_logging", "new_trace_id"]
@@ -111,6 +116,7 @@ class Hub:
         person_key: bytes,
         tls: TlsFiles,
         adapters: Mapping[str, Adapter],
+        trust: TrustStore,
     ) -> None:
         self.config = config
         self.parties = parties
@@ -120,6 +126,29 @@ class Hub:
         self.person_key = person_key
         self.tls = tls
         self.adapters = adapters
+        settings = config.settings
+        # Who is calling (TLS or a trusted proxy's header), who signed, and how often.
+        self.trust = trust
+        self.identities = Authenticator(
+            trust,
+            parties,
+            proxies=settings.trusted_proxies,
+            header=settings.client_cert_header,
+        )
+        self.signatures = SignatureVerifier(
+            trust,
+            parties,
+            required=settings.require_signatures,
+            max_age_s=settings.signature_max_age_s,
+            skew_s=settings.signature_skew_s,
+        )
+        self.rate_limiter = RateLimiter(
+            {p.id: p.rate_limit for p in parties.parties.values() if p.rate_limit is not None},
+            RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst)
+            if settings.rate_limit_per_s > 0
+            else None,
+            evidence_interval_s=settings.rate_limit_evidence_s,
+        )
         self.metrics = Metrics()
         self.soap_endpoints: dict[str, SoapEndpoint] = {}
         # One thread runs the pipeline stages: libxml2's schema and XSLT objects are used by
@@ -177,6 +206,13 @@ class Hub:
             )
         signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)
         tls = pki.hub
+        settings = config.settings
+        trust = TrustStore(
+            settings.ca_files or (pki.ca_cert,),
+            settings.crl_files or tuple(p for p in (pki.crl,) if p.is_file()),
+        )
+        # The hub signs what it delivers with its application certificate, as parties do.
+        message_signer = SigningKey.from_files(tls.cert, tls.key)
         # The master key that wraps each kept body's data key (and older ones, after a rotation).
         keyring = Keyring.from_files(pki.payload_key, pki.retired_payload_keys)
         store = config.open_store(keyring)
@@ -193,12 +229,21 @@ class Hub:
                     client_key=tls.key,
                     ca=tls.ca,
                     timeout_s=policies[party.id].timeout_s,
+                    signer=message_signer,
                 )
             )
             for party in parties.parties.values()
         }
         hub = cls(
-            config, parties, mappings, store, signer, _person_key(config.data_dir), tls, adapters
+            config,
+            parties,
+            mappings,
+            store,
+            signer,
+            _person_key(config.data_dir),
+            tls,
+            adapters,
+            trust,
         )
         hub.soap_endpoints = _soap_endpoints(config, parties, mappings)
         hub.record_configuration()

@@ -43,7 +43,9 @@ from gateway.mapping import (
     PartyFormat,
 )
 from gateway.store import MessageRow, UnitOfWork
-from gateway.xml import ParserLimits, parse_xml, soap_content_type, soap_payload
+from gateway.signatures import SignatureVerifier
+from gateway.signing import VerifiedSignature
+from gateway.xml import ParserLimits, SoapVersion, parse_xml, soap_content_type
 
 __all__ = [
     "AuthorisedMessage",
@@ -73,6 +75,7 @@ class InboundMessage:
     transport: Transport
     trace_id: str
     received_at: str  # RFC 3339, UTC
+    signature_header: str | None = None  # REST: the detached JWS (X-JWS-Signature)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,11 @@ class ValidatedMessage:
     element: etree._Element  # the party's XML form, valid against its schema
     message_type: str
     schema_sha256: str
+    # The sender's verified signature (None only where signatures are not required).
+    signature: VerifiedSignature | None = None
+    # What makes two sendings the same message: the body's bytes on REST; on SOAP the exclusive
+    # C14N of the Body's element, for a resent envelope carries a new Timestamp and signature.
+    content_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,19 +148,26 @@ def _media_type(content_type: str) -> str:
 
 
 def validate(
-    inbound: InboundMessage, mappings: MappingSet, limits: ParserLimits
+    inbound: InboundMessage,
+    mappings: MappingSet,
+    limits: ParserLimits,
+    signatures: SignatureVerifier,
 ) -> ValidatedMessage:
-    """Parse (hardened) and validate against the sender's schema; tell the message type."""
+    """Check the sender's signature, parse (hardened) and validate against the sender's schema;
+    tell the message type. Only what the signature covers flows on."""
     party = mappings.party(inbound.sender)
     media = _media_type(inbound.content_type)
-    if inbound.transport == "soap11":
-        if media not in _XML_TYPES:
+    if inbound.transport in ("soap11", "soap12"):
+        version: SoapVersion = "1.1" if inbound.transport == "soap11" else "1.2"
+        if version == "1.1" and media not in _XML_TYPES:
             raise UnsupportedMediaTypeError(f"SOAP 1.1 is text/xml, not {media or 'none'}")
-        element, _header = soap_payload(parse_xml(inbound.body, limits), expect="1.1")
-    elif inbound.transport == "soap12":
-        if media != _SOAP12_TYPE:
+        if version == "1.2" and media != _SOAP12_TYPE:
             raise UnsupportedMediaTypeError(f"SOAP 1.2 is {_SOAP12_TYPE}, not {media or 'none'}")
-        element, _header = soap_payload(parse_xml(inbound.body, limits), expect="1.2")
+        envelope = parse_xml(inbound.body, limits)
+        element, _header, signature = signatures.soap(inbound.sender, envelope, version)
+        content_sha256 = hashlib.sha256(
+            etree.tostring(element, method="c14n", exclusive=True)
+        ).hexdigest()
     else:
         expected = _JSON_TYPES if party.format == "json" else _XML_TYPES
         if media not in expected:
@@ -160,7 +175,10 @@ def validate(
                 f"{inbound.sender} sends {party.format.upper()} ({expected[0]}),"
                 f" not {media or 'none'}"
             )
+        # The signature first, over the exact bytes: nothing unsigned is even parsed.
+        signature = signatures.rest(inbound.sender, inbound.body, inbound.signature_header)
         element = party.read(inbound.body, limits)
+        content_sha256 = hashlib.sha256(inbound.body).hexdigest()
     try:
         schema_file = party.schema.validate(element)
     except Exception as exc:
@@ -178,7 +196,9 @@ def validate(
             path=party.type_xpath.path,
             schema_id=party.schema.schema_id,
         )
-    return ValidatedMessage(inbound, party, element, message_type, schema_file.sha256)
+    return ValidatedMessage(
+        inbound, party, element, message_type, schema_file.sha256, signature, content_sha256
+    )
 
 
 def _text(element: etree._Element, path: str) -> str | None:
@@ -446,6 +466,9 @@ def exchange_record(
             "transport": inbound.transport,
             "schema": {"id": validated.party.schema.schema_id, "sha256": validated.schema_sha256},
         },
+        # Non-repudiation of origin: the sender's signature as verified, with its certificate;
+        # an auditor checks it again against the kept inbound body (docs/audit-format.md).
+        senderSignature=dict(validated.signature.evidence) if validated.signature else None,
         canonical={
             "sha256": evidence.digest(canonical.bytes),
             "schema": {"id": "canonical", "sha256": canonical.schema_sha256},
@@ -468,7 +491,7 @@ def seal(
     inbound = canonical.validated.inbound
     record, payloads = exchange_record(routed, person_key)
     leaf = evidence.Leaf.of(record)  # encoded and hashed here, not in the store's writer
-    body_sha = evidence.digest(inbound.body)
+    body_sha = canonical.validated.content_sha256 or evidence.digest(inbound.body)
 
     def work(unit: UnitOfWork) -> Receipt:
         # The transaction holds the store's write lock (replicas write one at a time): a message

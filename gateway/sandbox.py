@@ -47,6 +47,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.soap import HUB_HEADER_NS, Wsdl, build_envelope
+from gateway import jws, wssec
 from gateway.certs import DevPki, TlsFiles
 from gateway.errors import (
     ConfigurationError,
@@ -59,6 +60,9 @@ from gateway.errors import (
 from gateway.mapping import MappingSet, PartyFormat
 from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
+from gateway.signatures import UNDERSTOOD_HEADERS
+from gateway.signing import SigningKey, VerifiedSignature
+from gateway.trust import TrustStore
 from gateway.xml import (
     SoapVersion,
     parse_xml,
@@ -317,6 +321,12 @@ class BackOffice:
         self._chains: list[Future[None]] = []
         self._closed = False
         self._tls = client_ssl_context(identity) if identity is not None else None
+        # It signs what it sends the hub with its own certificate, and checks that what the hub
+        # delivers is signed by a certificate of the same CA, as a real back office does.
+        self._signer = (
+            SigningKey.from_files(identity.cert, identity.key) if identity is not None else None
+        )
+        self._trust = TrustStore([identity.ca]) if identity is not None else None
         path = "/" if self._wsdl is not None else "/messages"
         handler = self._soap if self._wsdl is not None else self._rest
         self.app = Starlette(routes=[Route(path, handler, methods=["POST"])])
@@ -395,6 +405,10 @@ class BackOffice:
         trace_id = request.headers.get("belgov-trace-id")
         try:
             _check_media_type(request, self.profile.content_type)
+            if self._trust is not None:
+                self._check_signer(
+                    jws.verify_detached(request.headers.get(jws.HEADER) or "", body, now=_now())
+                )
             element = self.format.read(body)
             self.format.schema.validate(element)
             received = self._record(element, body, key, trace_id)
@@ -434,7 +448,12 @@ class BackOffice:
             media_type = content_type.split(";")[0].strip().lower()
             if version == "1.1" and media_type != "text/xml":
                 raise UnsupportedMediaTypeError(f"SOAP 1.1 is text/xml, not {media_type!r}")
-            payload, header = soap_payload(parse_xml(body), expect=version)
+            envelope = parse_xml(body)
+            payload, header = soap_payload(envelope, expect=version, understood=UNDERSTOOD_HEADERS)
+            if self._trust is not None:
+                verified = wssec.verify_envelope(envelope, now=_now())
+                self._check_signer(verified.signature)
+                payload, header = verified.payload, verified.header
             operation = wsdl.operation_for(payload, version)
             action = soap_action_of(content_type, request.headers.get("soapaction")) or ""
             if action != operation.soap_action:
@@ -460,6 +479,10 @@ class BackOffice:
         return self._answer(
             received, content, lambda: Response(reply, 200, media_type=media), soap=version
         )
+
+    def _check_signer(self, signature: VerifiedSignature) -> None:
+        assert self._trust is not None
+        self._trust.validate(signature.certificate, signature.chain)
 
     def _check_acknowledgements(self, wsdl: Wsdl) -> None:
         """Fail at start, not at the first call, if the acknowledgement does not fit the WSDL."""
@@ -657,9 +680,14 @@ class BackOffice:
             if operation.version == "1.1":  # SOAP 1.2's action is in the Content-Type
                 headers["SOAPAction"] = f'"{operation.soap_action}"'
             envelope = build_envelope(element, version=operation.version)
+            if self._signer is not None:
+                envelope = wssec.sign_envelope(envelope, self._signer)
             return hub.rstrip("/") + HUB_SOAP_PATH, envelope, headers
         headers["Content-Type"] = self.profile.content_type
-        return hub.rstrip("/") + HUB_REST_PATH, self.format.write(element), headers
+        body = self.format.write(element)
+        if self._signer is not None:
+            headers[jws.HEADER] = jws.sign_detached(body, self._signer)
+        return hub.rstrip("/") + HUB_REST_PATH, body, headers
 
 
 def _header_text(header: etree._Element | None, name: str) -> str | None:
@@ -712,6 +740,10 @@ def _fault(
     message), with ``status`` or else the binding's HTTP status."""
     content, default = soap_fault(code, string, version)
     return Response(content, status or default, media_type=soap_content_type(version))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _now_iso() -> str:

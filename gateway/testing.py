@@ -31,6 +31,8 @@ from gateway.sandbox import Sandbox
 from gateway.service.app import create_app
 from gateway.service.server import ServerThread
 from gateway.service.tls import client_ssl_context
+from gateway.signatures import SigningAuth
+from gateway.signing import SigningKey
 
 __all__ = [
     "HubProcess",
@@ -41,6 +43,7 @@ __all__ = [
     "free_port",
     "guichet_command",
     "running_hub",
+    "signed_client",
     "start_hub_process",
     "wait_until",
 ]
@@ -57,11 +60,25 @@ class RunningHub:
     def url(self) -> str:
         return self.server.url
 
-    def client(self, party: str) -> httpx.Client:
-        """An HTTPS client presenting the party's certificate."""
-        return httpx.Client(
-            base_url=self.url, verify=client_ssl_context(self.pki.party(party)), timeout=10
-        )
+    def client(self, party: str, *, sign: bool = True) -> httpx.Client:
+        """An HTTPS client presenting the party's certificate (or a role's: ``"operator"``,
+        ``"auditor"``); a party's client signs each message it POSTs, unless ``sign=False``."""
+        identity = self.pki.role(party) if party in _ROLES else self.pki.party(party)
+        return signed_client(self.url, identity, sign=sign)
+
+
+_ROLES = ("operator", "auditor")
+
+
+def signed_client(
+    base_url: str, identity: TlsFiles, *, sign: bool = True, timeout: float = 10.0
+) -> httpx.Client:
+    """An HTTPS client presenting ``identity``; with ``sign``, every message it POSTs is signed
+    with that certificate's key (WS-Security on SOAP paths, a detached JWS otherwise)."""
+    auth = SigningAuth(SigningKey.from_files(identity.cert, identity.key)) if sign else None
+    return httpx.Client(
+        base_url=base_url, verify=client_ssl_context(identity), timeout=timeout, auth=auth
+    )
 
 
 def ensure_pki(config: HubConfig, directory: Path | None = None) -> DevPki:
@@ -204,21 +221,23 @@ class HubProcess:
         return self.process.poll() is None
 
     def client(self, party: str = "be-platform", *, timeout: float = 10.0) -> httpx.Client:
-        """An HTTPS client of the hub presenting the party's certificate."""
+        """An HTTPS client of the hub presenting the party's certificate, signing what it
+        POSTs."""
         return self.client_as(self.pki.party(party), timeout=timeout)
 
     def client_as(self, identity: TlsFiles, *, timeout: float = 10.0) -> httpx.Client:
-        """An HTTPS client presenting ``identity`` (a party's, or a role's: ``pki.role(...)``)."""
-        return httpx.Client(base_url=self.url, verify=client_ssl_context(identity), timeout=timeout)
+        """An HTTPS client presenting ``identity`` (a party's, or a role's: ``pki.role(...)``),
+        signing what it POSTs with that certificate's key."""
+        return signed_client(self.url, identity, timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_ready(self, timeout: float = 60.0, party: str = "be-platform") -> None:
-        """Return once ``/healthz`` answers 200 to the party's certificate; raise if the process
-        exits first or ``timeout`` seconds pass."""
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once ``/healthz`` answers 200 to the operator's certificate; raise if the
+        process exits first or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
-        with self.client(party, timeout=2.0) as client:
+        with self.client_as(self.pki.role("operator"), timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if not self.alive():
                     raise RuntimeError(

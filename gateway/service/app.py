@@ -21,14 +21,16 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import evidence, outbox, pipeline
-from gateway.certs import Identity, identity_of
+from gateway import evidence, jws, outbox, pipeline
+from gateway import authz
+from gateway.certs import Identity
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -37,6 +39,7 @@ from gateway.errors import (
     OutboxError,
     ParseError,
     PayloadTooLargeError,
+    RateLimitedError,
     StoreError,
     problem_body,
     problem_of,
@@ -111,25 +114,10 @@ class TraceMiddleware:
         await self.app(scope, receive, send_with_trace)
 
 
-def _identity(request: Request, hub: Hub) -> Identity:
-    certificate = client_certificate(request.scope)
-    if certificate is None:
-        raise AuthenticationError("a client certificate issued by the hub's CA is required")
-    identity = identity_of(certificate)
-    if identity is None or (identity.kind == "party" and identity.name not in hub.parties):
-        raise AuthenticationError(
-            "the client certificate names no party of this hub", code="auth.unknown-party"
-        )
+def _caller(request: Request) -> Identity:
+    """The identity the guard authenticated for this request (every route has one)."""
+    identity: Identity = request.state.identity
     return identity
-
-
-def _party(request: Request, hub: Hub) -> str:
-    identity = _identity(request, hub)
-    if identity.kind != "party":
-        raise AuthenticationError(
-            f"role {identity.name} may not send messages", code="authz.role-required"
-        )
-    return identity.name
 
 
 async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
@@ -164,9 +152,11 @@ def _delivery_id(text: str) -> int:
 RETRY_AFTER_S = 2
 
 
-def _headers(status: int, trace_id: str) -> dict[str, str]:
+def _headers(error: GatewayError, status: int, trace_id: str) -> dict[str, str]:
     headers = {TRACE_HEADER: trace_id}
-    if status == 503:
+    if isinstance(error, RateLimitedError):
+        headers["Retry-After"] = str(error.retry_after)
+    elif status == 503:
         headers["Retry-After"] = str(RETRY_AFTER_S)
     return headers
 
@@ -177,7 +167,7 @@ def problem_response(error: GatewayError, trace_id: str) -> JSONResponse:
         body,
         status_code=body["status"],
         media_type="application/problem+json",
-        headers=_headers(body["status"], trace_id),
+        headers=_headers(error, body["status"], trace_id),
     )
 
 
@@ -204,7 +194,7 @@ def soap_fault_response(
         content,
         status_code=status,
         media_type=soap_content_type(version),
-        headers=_headers(body["status"], trace_id),
+        headers=_headers(error, body["status"], trace_id),
     )
 
 
@@ -244,7 +234,7 @@ def _stages(
     hub: Hub, inbound: pipeline.InboundMessage, soap_action: str | None, seen: dict[str, str]
 ) -> Callable[[UnitOfWork], Receipt]:
     """Every stage up to the seal, on the hub's pipeline thread; returns the unit to commit."""
-    validated = pipeline.validate(inbound, hub.mappings, hub.limits)
+    validated = pipeline.validate(inbound, hub.mappings, hub.limits, hub.signatures)
     seen["type"] = validated.message_type
     _check_soap_action(hub, validated, soap_action)
     authorised = pipeline.authorise(validated, hub.parties)
@@ -310,9 +300,48 @@ async def accept(
 
 
 def create_app(hub: Hub) -> FastAPI:
+    async def guard(request: Request) -> None:
+        """Authenticate the caller and check the route's permission (gateway.authz), before
+        anything else of the request is read."""
+        route = request.scope.get("route")
+        template = route.path if isinstance(route, APIRoute) else request.url.path
+        identity = authenticate(request)
+        permission = authz.permission_of(request.method, template)
+        if permission is None:  # check_routes makes this impossible; refuse all the same
+            raise AuthenticationError("no one may call this route", code="authz.forbidden")
+        authz.check(identity, permission)
+        request.state.identity = identity
+        if permission == "send":  # before the body is read: a flood costs the hub little
+            try:
+                hub.rate_limiter.take(identity.name)
+            except RateLimitedError:
+                await seal_rate_limits()
+                raise
+
+    async def seal_rate_limits(force: bool = False) -> None:
+        """Seal the rate limiter's due records (at most one per party per interval)."""
+        records = hub.rate_limiter.due_records(iso(utc_now()), force=force)
+        for record in records:
+            leaf = evidence.Leaf.of(record)
+            await hub.store.write_async(
+                lambda unit, leaf=leaf, at=record["time"]: evidence.append(
+                    unit, hub.signer, leaf, at
+                )
+            )
+
+    def authenticate(request: Request) -> Identity:
+        identities = hub.identities
+        return identities.authenticate(
+            client_certificate(request.scope),
+            request.client.host if request.client else None,
+            request.headers.get(identities.header),
+        )
+
     app = FastAPI(
-        docs_url=None,  # no browser UI (it would load scripts from elsewhere); /openapi.json stays
+        docs_url=None,  # no browser UI (it would load scripts from elsewhere)
         redoc_url=None,
+        openapi_url=None,  # served below, behind the guard like every other route
+        dependencies=[Depends(guard)],
         title="Guichet",
         version="0.1.0",
         description="Exchange hub of Belgium's single window for the employment of foreign "
@@ -347,7 +376,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     async def inbound(request: Request, transport: pipeline.Transport) -> pipeline.InboundMessage:
         """The authenticated sender and the exact bytes it sent, read within the limits."""
-        sender = _party(request, hub)
+        sender = _caller(request).name
         settings = hub.config.settings
         return pipeline.InboundMessage(
             sender=sender,
@@ -356,6 +385,7 @@ def create_app(hub: Hub) -> FastAPI:
             transport=transport,
             trace_id=request.state.trace_id,
             received_at=iso(utc_now()),
+            signature_header=request.headers.get(jws.HEADER),
         )
 
     @app.post("/v1/messages", status_code=202, response_model=None)
@@ -380,7 +410,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def get_wsdl(request: Request) -> Response:
         """The WSDL of the hub's endpoint as the calling party sees it (``?wsdl``), and the
         schemas it imports (``?xsd=NAME``)."""
-        party = _party(request, hub)
+        party = _caller(request).name
         endpoint = hub.soap_endpoints.get(party)
         if endpoint is None:
             raise NotFoundError(f"{party} does not use SOAP", code="message.not-found")
@@ -404,11 +434,14 @@ def create_app(hub: Hub) -> FastAPI:
     @app.get("/v1/messages/{message_id}")
     async def get_message(message_id: str, request: Request) -> dict[str, Any]:
         """Status of a message the caller sent or receives, per receiver."""
-        caller = _party(request, hub)
+        identity = _caller(request)
+        caller = identity.name
         row = await asyncio.to_thread(hub.store.message, message_id)
         deliveries = await asyncio.to_thread(hub.store.deliveries, message_id) if row else []
-        if row is None or (caller != row.sender and caller not in {d.receiver for d in deliveries}):
-            raise NotFoundError(f"no message {message_id} visible to {caller}")
+        if row is None or not authz.may_read_status(
+            identity, row.sender, (d.receiver for d in deliveries)
+        ):
+            raise NotFoundError(f"no message {message_id[:80]} visible to {caller}")
         return {
             "messageId": row.id,
             "type": row.type,
@@ -423,13 +456,13 @@ def create_app(hub: Hub) -> FastAPI:
         }
 
     @app.get("/healthz")
-    async def healthz(request: Request) -> dict[str, str]:
-        _identity(request, hub)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the service answers (the operator's)."""
         return {"status": "ok"}
 
     @app.get("/readyz", response_model=None)
-    async def readyz(request: Request) -> Response:
-        _identity(request, hub)
+    async def readyz() -> Response:
+        """Readiness: the store answers (the operator's)."""
         try:  # off the event loop: a database that does not answer must not stall the others
             await asyncio.to_thread(hub.store.ping)
         except Exception as exc:  # noqa: BLE001 - any store failure means not ready
@@ -445,19 +478,14 @@ def create_app(hub: Hub) -> FastAPI:
         )
 
     @app.get("/metrics", response_model=None)
-    async def metrics(request: Request) -> Response:
+    async def metrics() -> Response:
         """Prometheus metrics, for the operator role (they count every party's traffic)."""
-        identity = _identity(request, hub)
-        if (identity.kind, identity.name) != ("role", "operator"):
-            raise AuthenticationError("metrics are for the operator", code="authz.role-required")
         hub.metrics.outbox_depth.set(await asyncio.to_thread(hub.store.outbox_depth))
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # The outbox, for the operator role: dead letters listed, requeued or discarded.
     def operator(request: Request) -> dict[str, str]:
-        identity = _identity(request, hub)
-        if (identity.kind, identity.name) != ("role", "operator"):
-            raise AuthenticationError("the outbox is for the operator", code="authz.role-required")
+        identity = _caller(request)
         return {"certificate": f"{identity.kind}:{identity.name}"}
 
     async def operator_reason(request: Request) -> str | None:
@@ -510,7 +538,18 @@ def create_app(hub: Hub) -> FastAPI:
         )
         return outbox.delivery_entry(row)
 
-    # The evidence log, for the auditor role (gateway/service/log.py checks the role).
-    app.include_router(log_api.router(hub, lambda request: _identity(request, hub)))
+    # The evidence log, for the auditor role.
+    app.include_router(log_api.router(hub))
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        """This description (for every authenticated caller)."""
+        return app.openapi()
+
+    authz.check_routes(
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    )
     return app

@@ -176,6 +176,9 @@ def _config(
         http=MTLSHttpToolsProtocol if tls is not None else "httptools",
         # WebSocket scopes would not carry the TLS extension, so no upgrade path is offered.
         ws="none",
+        # Never rewrite the peer address from X-Forwarded-For: which proxy a request came from
+        # decides whether its forwarded certificate is believed (gateway.identities).
+        proxy_headers=False,
         lifespan="on",
         log_level="warning",
         timeout_graceful_shutdown=5,
