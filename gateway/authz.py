@@ -30,8 +30,11 @@ from gateway.certs import Identity
 from gateway.errors import AuthenticationError, ConfigurationError
 
 __all__ = [
+    "AUDITOR",
+    "OPERATOR",
     "PERMISSIONS",
     "ROUTES",
+    "Identity",
     "Permission",
     "check",
     "check_routes",
