@@ -268,7 +268,10 @@ def _run(args: argparse.Namespace) -> int:
         pki = DevPki.at(config.pki_dir)
         hub.start()
         try:
-            serve_forever(create_app(hub), config.settings.host, config.settings.port, pki.hub)
+            # Behind a TLS-terminating proxy (behind_proxy) the hub listens plain HTTP and
+            # believes the forwarded certificate from the trusted_proxies only.
+            tls = None if config.settings.behind_proxy else pki.hub
+            serve_forever(create_app(hub), config.settings.host, config.settings.port, tls)
         finally:
             hub.close()
         return 0

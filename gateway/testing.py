@@ -112,7 +112,9 @@ def running_hub(
     with Sandbox(mappings, pki, parties, config.home / "examples", respond=respond) as offices:
         hub = Hub.open(config, endpoints=offices.endpoints, pki=pki)
         try:
-            with ServerThread(create_app(hub), tls=pki.hub) as server:
+            # Behind a proxy the hub listens plain HTTP (the proxy ends TLS).
+            tls = None if config.settings.behind_proxy else pki.hub
+            with ServerThread(create_app(hub), tls=tls) as server:
                 offices.hub_url = server.url
                 hub.start()
                 yield RunningHub(hub, server, offices, pki)
