@@ -681,3 +681,12 @@ def test_hub_verifies_inclusive_namespaces_from_xmlsec1(
 
 def test_not_a_soap_envelope() -> None:
     assert refused(b"<a/>").code == "signature.malformed"
+
+
+@pytest.mark.parametrize("created", ["2026-01-01T10:00:00", "20260101T100000Z", "2026-01-01"])
+def test_timestamp_not_an_xsd_datetime(created: str, signer: SigningKey) -> None:
+    root = parse_xml(sign_envelope(envelope(), signer))
+    _one(root, ".//wsu:Timestamp/wsu:Created").text = created
+    error = refused(_bytes(root))
+    assert error.code == "signature.malformed"
+    assert error.path is not None and error.path.endswith("wsu:Created")
