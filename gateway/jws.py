@@ -1,0 +1,385 @@
+"""A detached JWS over the exact bytes of an HTTP body (RFC 7515, unencoded payload RFC 7797).
+
+REST back offices sign each request body and the hub signs what it sends them. The signature
+travels in one HTTP header, ``X-JWS-Signature``, in compact serialization with the payload part
+left empty (RFC 7515 appendix F)::
+
+    BASE64URL(protected) ".." BASE64URL(signature)
+
+and the JWS Signing Input is ``ASCII(BASE64URL(protected)) || "." || body`` — the body bytes as
+they are sent, never re-encoded (``b64: false``, which ``crit`` makes every verifier understand or
+refuse). The protected header carries ``alg`` (RS256, PS256, ES256 or ES384; never ``none`` nor an
+HMAC), ``b64``, ``crit``, ``x5c`` (the signer's chain, leaf first, standard base64 DER as
+RFC 7515 §4.1.6 says), ``iat`` (the signing time, a NumericDate) and ``jti`` (random: no two
+signatures are the same); ``typ`` is allowed. Carrying the certificate makes the signature
+self-contained: the evidence log keeps it with the body and an auditor checks it offline
+(docs/adr/0005-rest-message-signatures-detached-jws.md).
+
+Library: joserfc (RFC 7797 is built in) computes and checks the signature itself — the RS/PS/ES
+primitives, the raw ``r || s`` form of ECDSA, the PSS parameters of RFC 7518 — through a
+``JWSRegistry`` of our own that allows the four algorithms only and bounds sizes. It is not left to
+decide what a well-formed header is, because that is where a verifier is attacked and the hub must
+name each refusal by its code: the header value is parsed here first, strictly (canonical base64url,
+UTF-8 JSON with no duplicate member, ``b64`` exactly ``false``, ``crit`` naming ``b64`` and nothing
+unknown, a bounded ``x5c``, a NumericDate ``iat``), the algorithm is matched against the key of the
+``x5c`` leaf here, and only then does joserfc verify. Two quirks of joserfc are handled here: it
+attaches a payload made only of URL-safe characters instead of detaching it (``sign_detached``
+always empties the payload part), and its default limits (512-byte header, 128 kB payload) are too
+small for an ``x5c`` header or a body.
+
+What ``verify_detached`` does not do: validate the chain, check revocation, or map the certificate
+to a party — the caller does that (``gateway.trust``) — nor refuse a replay: the caller passes the
+result to ``gateway.signing.ReplayCache``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from joserfc import jws
+from joserfc.errors import DecodeError, JoseError
+from joserfc.jwk import ECKey, RSAKey
+from joserfc.registry import HeaderParameter
+
+from gateway.errors import ConfigurationError, SignatureError
+from gateway.signing import SigningKey, VerifiedSignature, der_chain
+
+__all__ = [
+    "ALGORITHMS",
+    "HEADER",
+    "MAX_CHAIN",
+    "MAX_HEADER_VALUE",
+    "sign_detached",
+    "verify_detached",
+]
+
+HEADER: Final = "X-JWS-Signature"
+# The algorithms accepted, and the key each needs. Nothing else: no "none", no HMAC (whose
+# "secret" an attacker would pick to be the public key), no RS384/ES512 nobody here uses.
+ALGORITHMS: Final = ("RS256", "PS256", "ES256", "ES384")
+# The whole header value: enough for five RSA-4096 certificates in x5c, not for a memory attack.
+MAX_HEADER_VALUE: Final = 16 * 1024
+MAX_CHAIN: Final = 5  # certificates in x5c (leaf first)
+MIN_RSA_BITS: Final = 2048
+# Header parameters that may be named in "crit": only b64 (RFC 7797) is understood.
+_UNDERSTOOD_CRITICAL: Final = frozenset({"b64"})
+_EC_CURVES: Final = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1}
+# The order of each curve's group: an ECDSA signature (r, s) verifies as (r, n - s) too.
+_EC_ORDERS: Final = {
+    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "ES384": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+        "581A0DB248B0A77AECEC196ACCC52973",
+        16,
+    ),
+}
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _is_numeric_date(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("must be a NumericDate")
+
+
+def _registry() -> jws.JWSRegistry:
+    registry = jws.JWSRegistry(
+        header_registry={
+            "iat": HeaderParameter("Issued At", _is_numeric_date),
+            "jti": HeaderParameter("JWT ID", "str"),
+        },
+        algorithms=list(ALGORITHMS),
+        # Unknown, non-critical parameters are ignored (RFC 7515 §4); this module's own parse
+        # decides what is refused, before joserfc sees the header.
+        strict_check_header=False,
+    )
+    registry.max_header_length = MAX_HEADER_VALUE
+    registry.max_signature_length = MAX_HEADER_VALUE
+    # The body's size is the hub's request limit (request.too-large), enforced before this.
+    registry.max_payload_length = 2**62
+    return registry
+
+
+_REGISTRY: Final = _registry()
+
+
+def sign_detached(
+    body: bytes,
+    signer: SigningKey,
+    *,
+    now: datetime | None = None,
+    algorithm: str | None = None,
+) -> str:
+    """The ``X-JWS-Signature`` value signing ``body`` exactly as it will be sent.
+
+    The algorithm follows the key: ES256 for P-256, ES384 for P-384, PS256 for RSA (or RS256 if
+    ``algorithm`` asks for it, for a receiver that knows PKCS #1 v1.5 only).
+    """
+    moment = _aware(now or datetime.now(UTC), "now")
+    alg = algorithm or _default_algorithm(signer.key)
+    if alg not in ALGORITHMS:
+        raise ConfigurationError(
+            f"{alg!r} is not one of the JWS algorithms {', '.join(ALGORITHMS)}"
+        )
+    problem = _key_problem(alg, signer.key.public_key())
+    if problem:
+        raise ConfigurationError(f"the signing key cannot sign {alg}: {problem}")
+    protected: dict[str, Any] = {
+        "alg": alg,
+        "b64": False,
+        "crit": ["b64"],
+        "x5c": [base64.b64encode(der).decode("ascii") for der in der_chain(signer.chain)],
+        "iat": int(moment.timestamp()),
+        "jti": secrets.token_urlsafe(18),
+    }
+    pem = signer.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key = (
+        RSAKey.import_key(pem)
+        if isinstance(signer.key, rsa.RSAPrivateKey)
+        else ECKey.import_key(pem)
+    )
+    compact = jws.serialize_compact(protected, body, key, registry=_REGISTRY)
+    # joserfc leaves a payload of URL-safe characters only attached: detach it, always.
+    parts = compact.split(".")
+    return f"{parts[0]}..{parts[-1]}"
+
+
+def verify_detached(
+    value: str,
+    body: bytes,
+    *,
+    now: datetime,
+    max_age_s: int = 300,
+    skew_s: int = 60,
+) -> VerifiedSignature:
+    """Verify an ``X-JWS-Signature`` value over ``body`` with the key of its ``x5c`` leaf.
+
+    Refused with a ``SignatureError``: ``signature.missing`` (no value), ``signature.malformed``
+    (not a detached compact JWS with an unencoded payload, ``x5c`` and ``iat``),
+    ``signature.algorithm`` (an algorithm not accepted, or not the leaf key's),
+    ``signature.invalid`` (does not verify over these bytes with that key), ``signature.stale``
+    (``iat`` older than ``max_age_s`` + ``skew_s``, or more than ``skew_s`` ahead of ``now``).
+    The certificate is not trusted yet: the caller validates the chain and maps it to a party.
+    """
+    moment = _aware(now, "now")
+    if not value or not value.strip():
+        raise SignatureError(f"no {HEADER} header: sign the body", code="signature.missing")
+    if len(value) > MAX_HEADER_VALUE:
+        raise _malformed(f"{HEADER} of {len(value)} characters exceeds {MAX_HEADER_VALUE}")
+    parts = value.split(".")
+    if len(parts) != 3:
+        raise _malformed("not a JWS in compact serialization (three parts joined by '.')")
+    header_part, payload_part, signature_part = parts
+    if payload_part:
+        raise _malformed("the payload part must be empty: the body is the detached payload")
+    header = _parse_header(header_part)
+    signature = _base64url(signature_part, "the signature")
+    chain = _certificates(header)
+    alg = header["alg"]
+    problem = _key_problem(alg, chain[0].public_key())
+    if problem:
+        raise SignatureError(f"alg {alg}: {problem}", code="signature.algorithm")
+
+    public = chain[0].public_key()
+    spki = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key = (
+        RSAKey.import_key(spki) if isinstance(public, rsa.RSAPublicKey) else ECKey.import_key(spki)
+    )
+    try:
+        obj = jws.extract_compact(value.encode("ascii"), payload=body, registry=_REGISTRY)
+        verified = jws.validate_compact(obj, key, registry=_REGISTRY)
+    except DecodeError as exc:
+        raise _malformed(f"the JWS cannot be read: {exc}") from exc
+    except JoseError as exc:
+        raise SignatureError(
+            f"the signature cannot be verified: {exc}", code="signature.invalid"
+        ) from exc
+    if not verified:
+        raise SignatureError(
+            "the signature does not verify over the body received with the key of its x5c leaf",
+            code="signature.invalid",
+        )
+
+    # Checked once the signature is known to be the signer's: a stale verdict is then about iat
+    # as the signer wrote it.
+    signed_at = datetime.fromtimestamp(header["iat"], UTC)
+    if signed_at < moment - timedelta(seconds=max_age_s + skew_s):
+        raise SignatureError(
+            f"signed at {_iso(signed_at)}, more than {max_age_s}s (+{skew_s}s of clock skew) "
+            f"before {_iso(moment)}: sign each sending anew",
+            code="signature.stale",
+        )
+    if signed_at > moment + timedelta(seconds=skew_s):
+        raise SignatureError(
+            f"signed at {_iso(signed_at)}, more than {skew_s}s after {_iso(moment)}: "
+            "check the signer's clock",
+            code="signature.stale",
+        )
+    return VerifiedSignature(
+        format="jws",
+        certificate=chain[0],
+        chain=chain[1:],
+        signed_at=signed_at,
+        expires_at=signed_at + timedelta(seconds=max_age_s),
+        fingerprint=_fingerprint(alg, signature),
+        evidence={
+            "format": "jws",
+            "value": value,
+            "algorithm": alg,
+            "signedAt": _iso(signed_at),
+        },
+    )
+
+
+def _parse_header(part: str) -> dict[str, Any]:
+    """The protected header, parsed strictly; ``signature.malformed`` for anything amiss."""
+    raw = _base64url(part, "the protected header")
+    try:
+        header = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _malformed(f"the protected header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise _malformed("the protected header is not a JSON object")
+    if not isinstance(header.get("alg"), str):
+        raise _malformed("the protected header has no alg")
+    if "b64" not in header:
+        raise _malformed("the protected header has no b64: the payload must be unencoded (false)")
+    if header["b64"] is not False:
+        raise _malformed("b64 must be false: the body bytes are signed as they are")
+    crit = header.get("crit")
+    if not isinstance(crit, list) or not all(isinstance(name, str) for name in crit):
+        raise _malformed('crit must list the critical parameters, at least "b64"')
+    if "b64" not in crit:
+        raise _malformed('crit must name "b64" (RFC 7797 §6)')
+    unknown = sorted(set(crit) - _UNDERSTOOD_CRITICAL)
+    if unknown or len(set(crit)) != len(crit):
+        raise _malformed(f"crit names parameters this hub does not understand: {unknown or crit}")
+    if "iat" not in header:
+        raise _malformed("the protected header has no iat (signing time)")
+    try:
+        _is_numeric_date(header["iat"])
+        datetime.fromtimestamp(header["iat"], UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _malformed(f"iat is not a NumericDate: {header['iat']!r}") from exc
+    for name in ("jti", "typ"):
+        if name in header and not isinstance(header[name], str):
+            raise _malformed(f"{name} must be a string")
+    return header
+
+
+def _certificates(header: dict[str, Any]) -> tuple[x509.Certificate, ...]:
+    x5c = header.get("x5c")
+    if x5c is None:
+        raise _malformed("the protected header has no x5c (the signer's certificate)")
+    if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
+        raise _malformed("x5c must be a non-empty array of base64 certificates")
+    if len(x5c) > MAX_CHAIN:
+        raise _malformed(f"x5c holds {len(x5c)} certificates, more than {MAX_CHAIN}")
+    chain = []
+    for index, text in enumerate(x5c):
+        try:
+            der = base64.b64decode(text, validate=True)
+            canonical = base64.b64encode(der).decode("ascii") == text
+            certificate = x509.load_der_x509_certificate(der)
+        except (binascii.Error, ValueError) as exc:
+            raise _malformed(f"x5c[{index}] is not a base64 DER certificate") from exc
+        if not canonical:
+            raise _malformed(f"x5c[{index}] is not canonical base64")
+        chain.append(certificate)
+    return tuple(chain)
+
+
+def _key_problem(alg: str, key: PublicKeyTypes) -> str | None:
+    """Why ``key`` cannot carry ``alg``, or None if it can."""
+    if alg not in ALGORITHMS:
+        return f"not one of {', '.join(ALGORITHMS)}"
+    if alg in _EC_CURVES:
+        curve = _EC_CURVES[alg]
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, curve):
+            return f"needs an EC key on {curve.name}"
+        return None
+    if not isinstance(key, rsa.RSAPublicKey):
+        return "needs an RSA key"
+    if key.key_size < MIN_RSA_BITS:
+        return f"RSA keys of {key.key_size} bits are too weak (at least {MIN_RSA_BITS})"
+    return None
+
+
+def _default_algorithm(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "PS256"
+    for alg, curve in _EC_CURVES.items():
+        if isinstance(key.curve, curve):
+            return alg
+    raise ConfigurationError(f"no JWS algorithm for an EC key on {key.curve.name}")
+
+
+def _fingerprint(alg: str, signature: bytes) -> str:
+    """SHA-256 of the signature bytes, ECDSA's in low-s form: (r, s) and (r, n - s) both verify,
+    and a replay must not pass the replay cache by flipping s."""
+    order = _EC_ORDERS.get(alg)
+    if order is not None and len(signature) % 2 == 0:
+        half = len(signature) // 2
+        s = int.from_bytes(signature[half:], "big")
+        if s > order // 2:
+            signature = signature[:half] + (order - s).to_bytes(half, "big")
+    return hashlib.sha256(signature).hexdigest()
+
+
+def _base64url(text: str, what: str) -> bytes:
+    """Strict base64url without padding (RFC 7515 §2): one spelling per byte string."""
+    if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1 or not text:
+        raise _malformed(f"{what} is not base64url")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise _malformed(f"{what} is not base64url") from exc
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != text:
+        raise _malformed(f"{what} is not canonical base64url")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate member {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _malformed(detail: str) -> SignatureError:
+    return SignatureError(detail, code="signature.malformed")
+
+
+def _aware(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return moment
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
