@@ -15,17 +15,16 @@ signatures are the same); ``typ`` is allowed. Carrying the certificate makes the
 self-contained: the evidence log keeps it with the body and an auditor checks it offline
 (docs/adr/0005-rest-message-signatures-detached-jws.md).
 
-Library: joserfc (RFC 7797 is built in) computes and checks the signature itself — the RS/PS/ES
-primitives, the raw ``r || s`` form of ECDSA, the PSS parameters of RFC 7518 — through a
-``JWSRegistry`` of our own that allows the four algorithms only and bounds sizes. It is not left to
-decide what a well-formed header is, because that is where a verifier is attacked and the hub must
-name each refusal by its code: the header value is parsed here first, strictly (canonical base64url,
-UTF-8 JSON with no duplicate member, ``b64`` exactly ``false``, ``crit`` naming ``b64`` and nothing
-unknown, a bounded ``x5c``, a NumericDate ``iat``), the algorithm is matched against the key of the
-``x5c`` leaf here, and only then does joserfc verify. Two quirks of joserfc are handled here: it
-attaches a payload made only of URL-safe characters instead of detaching it (``sign_detached``
-always empties the payload part), and its default limits (512-byte header, 128 kB payload) are too
-small for an ``x5c`` header or a body.
+Library: cryptography directly, not joserfc. joserfc 1.8 implements RFC 7797 but its compact
+path does not do this job cleanly: it leaves a payload made only of URL-safe characters attached
+instead of detached, it decodes the payload as UTF-8 when signing (a body that is not UTF-8 makes
+it raise ``UnicodeDecodeError``), its limits (512-byte header, 128 kB payload) must be overridden
+for any ``x5c`` header or real body, and it parses the header with a last-wins JSON decoder — so
+the header had to be parsed here anyway, strictly, to name each refusal by its code. What would
+be left to joserfc is four primitives; they are written here (``_sign`` / ``_verify``, RFC 7518
+§3.3–3.5: PKCS #1 v1.5, PSS with MGF1 and a salt of the hash's length, ECDSA as raw ``r || s``),
+and the tests check them against an independent implementation (jwcrypto, both ways) and the
+``openssl`` command line.
 
 What ``verify_detached`` does not do: validate the chain, check revocation, or map the certificate
 to a party — the caller does that (``gateway.trust``) — nor refuse a replay: the caller passes the
@@ -45,13 +44,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from joserfc import jws
-from joserfc.errors import DecodeError, JoseError
-from joserfc.jwk import ECKey, RSAKey
-from joserfc.registry import HeaderParameter
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from gateway.errors import ConfigurationError, SignatureError
 from gateway.signing import SigningKey, VerifiedSignature, der_chain
@@ -66,8 +66,9 @@ __all__ = [
 ]
 
 HEADER: Final = "X-JWS-Signature"
-# The algorithms accepted, and the key each needs. Nothing else: no "none", no HMAC (whose
-# "secret" an attacker would pick to be the public key), no RS384/ES512 nobody here uses.
+# The algorithms accepted, each matched to its key type by _key_problem. Nothing else: no "none",
+# no HMAC (whose "secret" an attacker would pick to be the public key), nor RS384/ES512, which
+# nobody uses here.
 ALGORITHMS: Final = ("RS256", "PS256", "ES256", "ES384")
 # The whole header value: enough for five RSA-4096 certificates in x5c, not for a memory attack.
 MAX_HEADER_VALUE: Final = 16 * 1024
@@ -91,27 +92,6 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 def _is_numeric_date(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError("must be a NumericDate")
-
-
-def _registry() -> jws.JWSRegistry:
-    registry = jws.JWSRegistry(
-        header_registry={
-            "iat": HeaderParameter("Issued At", _is_numeric_date),
-            "jti": HeaderParameter("JWT ID", "str"),
-        },
-        algorithms=list(ALGORITHMS),
-        # Unknown, non-critical parameters are ignored (RFC 7515 §4); this module's own parse
-        # decides what is refused, before joserfc sees the header.
-        strict_check_header=False,
-    )
-    registry.max_header_length = MAX_HEADER_VALUE
-    registry.max_signature_length = MAX_HEADER_VALUE
-    # The body's size is the hub's request limit (request.too-large), enforced before this.
-    registry.max_payload_length = 2**62
-    return registry
-
-
-_REGISTRY: Final = _registry()
 
 
 def sign_detached(
@@ -143,20 +123,9 @@ def sign_detached(
         "iat": int(moment.timestamp()),
         "jti": secrets.token_urlsafe(18),
     }
-    pem = signer.key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    key = (
-        RSAKey.import_key(pem)
-        if isinstance(signer.key, rsa.RSAPrivateKey)
-        else ECKey.import_key(pem)
-    )
-    compact = jws.serialize_compact(protected, body, key, registry=_REGISTRY)
-    # joserfc leaves a payload of URL-safe characters only attached: detach it, always.
-    parts = compact.split(".")
-    return f"{parts[0]}..{parts[-1]}"
+    encoded = _b64url(json.dumps(protected, separators=(",", ":")).encode("ascii"))
+    signature = _sign(alg, signer.key, encoded.encode("ascii") + b"." + body)
+    return f"{encoded}..{_b64url(signature)}"
 
 
 def verify_detached(
@@ -195,23 +164,8 @@ def verify_detached(
     if problem:
         raise SignatureError(f"alg {alg}: {problem}", code="signature.algorithm")
 
-    public = chain[0].public_key()
-    spki = public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    key = (
-        RSAKey.import_key(spki) if isinstance(public, rsa.RSAPublicKey) else ECKey.import_key(spki)
-    )
-    try:
-        obj = jws.extract_compact(value.encode("ascii"), payload=body, registry=_REGISTRY)
-        verified = jws.validate_compact(obj, key, registry=_REGISTRY)
-    except DecodeError as exc:
-        raise _malformed(f"the JWS cannot be read: {exc}") from exc
-    except JoseError as exc:
-        raise SignatureError(
-            f"the signature cannot be verified: {exc}", code="signature.invalid"
-        ) from exc
-    if not verified:
+    signing_input = header_part.encode("ascii") + b"." + body
+    if not _verify(alg, chain[0].public_key(), signature, signing_input):
         raise SignatureError(
             "the signature does not verify over the body received with the key of its x5c leaf",
             code="signature.invalid",
@@ -261,6 +215,11 @@ def _parse_header(part: str) -> dict[str, Any]:
         raise _malformed("the protected header is not a JSON object")
     if not isinstance(header.get("alg"), str):
         raise _malformed("the protected header has no alg")
+    if header["alg"] not in ALGORITHMS:
+        raise SignatureError(
+            f"alg {header['alg']!r} is not accepted: sign with one of {', '.join(ALGORITHMS)}",
+            code="signature.algorithm",
+        )
     if "b64" not in header:
         raise _malformed("the protected header has no b64: the payload must be unencoded (false)")
     if header["b64"] is not False:
@@ -324,6 +283,48 @@ def _key_problem(alg: str, key: PublicKeyTypes) -> str | None:
     return None
 
 
+def _hash(alg: str) -> hashes.HashAlgorithm:
+    return hashes.SHA384() if alg.endswith("384") else hashes.SHA256()
+
+
+def _pss(alg: str) -> padding.PSS:
+    # RFC 7518 §3.5: MGF1 with the same hash, a salt as long as the hash's output.
+    return padding.PSS(mgf=padding.MGF1(_hash(alg)), salt_length=_hash(alg).digest_size)
+
+
+def _sign(alg: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """The JWS Signature (RFC 7518 §3) of ``data``; ``alg`` already matched to ``key``."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(_hash(alg))))
+        size = (key.curve.key_size + 7) // 8
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")  # JWS: r || s, fixed width
+    if alg.startswith("PS"):
+        return key.sign(data, _pss(alg), _hash(alg))
+    return key.sign(data, padding.PKCS1v15(), _hash(alg))
+
+
+def _verify(alg: str, key: PublicKeyTypes, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is ``alg``'s over ``data`` by ``key`` (matched by ``_key_problem``)."""
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            size = (key.curve.key_size + 7) // 8
+            if len(signature) != 2 * size:
+                return False
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_hash(alg)))
+        elif isinstance(key, rsa.RSAPublicKey):
+            if len(signature) != (key.key_size + 7) // 8:
+                return False
+            scheme = _pss(alg) if alg.startswith("PS") else padding.PKCS1v15()
+            key.verify(signature, data, scheme, _hash(alg))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _default_algorithm(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     if isinstance(key, rsa.RSAPrivateKey):
         return "PS256"
@@ -345,6 +346,10 @@ def _fingerprint(alg: str, signature: bytes) -> str:
     return hashlib.sha256(signature).hexdigest()
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def _base64url(text: str, what: str) -> bytes:
     """Strict base64url without padding (RFC 7515 §2): one spelling per byte string."""
     if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1 or not text:
@@ -353,7 +358,7 @@ def _base64url(text: str, what: str) -> bytes:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise _malformed(f"{what} is not base64url") from exc
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != text:
+    if _b64url(data) != text:
         raise _malformed(f"{what} is not canonical base64url")
     return data
 
