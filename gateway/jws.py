@@ -191,7 +191,9 @@ def verify_detached(
         certificate=chain[0],
         chain=chain[1:],
         signed_at=signed_at,
-        expires_at=signed_at + timedelta(seconds=max_age_s),
+        # The last moment this signature is accepted (skew included): the replay cache must
+        # remember it that long, or a replay in the skew's last seconds would pass.
+        expires_at=signed_at + timedelta(seconds=max_age_s + skew_s),
         fingerprint=_fingerprint(alg, signature),
         evidence={
             "format": "jws",

@@ -178,7 +178,7 @@ def test_round_trip(keys: Keys, which: str, asked: str | None, alg: str) -> None
     assert verified.certificate == signer.certificate
     assert verified.chain == ()
     assert verified.signed_at == NOW
-    assert verified.expires_at == NOW + timedelta(seconds=300)
+    assert verified.expires_at == NOW + timedelta(seconds=300 + 60)  # max age + skew
     if alg != "ES256":  # ECDSA's is of the low-s form (see the test of a flipped s)
         assert verified.fingerprint == hashlib.sha256(unb64url(signature)).hexdigest()
     assert verified.evidence == {
@@ -238,6 +238,18 @@ def test_fingerprint_feeds_the_replay_cache(keys: Keys) -> None:
     cache.check_and_add(verify_detached(value, BODY, now=NOW), now=NOW.timestamp())
     with pytest.raises(SignatureError) as caught:
         cache.check_and_add(verify_detached(value, BODY, now=NOW), now=NOW.timestamp() + 1)
+    assert caught.value.code == "signature.replayed"
+
+
+def test_replay_cache_remembers_as_long_as_the_signature_is_accepted(keys: Keys) -> None:
+    # Accepted up to iat + max age + skew: a replay in the skew's last seconds is still refused.
+    value = sign_detached(BODY, keys.ec, now=NOW)
+    cache = ReplayCache()
+    late = NOW + timedelta(seconds=330)
+    cache.check_and_add(verify_detached(value, BODY, now=late), now=late.timestamp())
+    later = NOW + timedelta(seconds=355)
+    with pytest.raises(SignatureError) as caught:
+        cache.check_and_add(verify_detached(value, BODY, now=later), now=later.timestamp())
     assert caught.value.code == "signature.replayed"
 
 
