@@ -243,10 +243,10 @@ def _scenario_names() -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from gateway.demo import run_demo
+        from gateway.demo import demo_log_level, run_demo
         from gateway.hub import configure_logging
 
-        configure_logging("warning")
+        configure_logging(demo_log_level())
         names = args.scenario or ["first-flanders"]
         if "all" in names:
             names = _scenario_names()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the hub and its sandbox are loaded when a demo runs, not to
     from gateway.mapping import MappingSet
     from gateway.testing import RunningHub
 
-__all__ = ["CASE_TYPES", "SCENARIOS", "DemoResult", "Scenario", "run_demo"]
+__all__ = ["CASE_TYPES", "SCENARIOS", "DemoResult", "Scenario", "demo_log_level", "run_demo"]
 
 PORTAL = "be-platform"
 
@@ -148,6 +148,15 @@ class DemoResult:
     def parties(self) -> set[str]:
         """Every party that sent or received a message in the demo."""
         return {p for c in self.cases for p in c.scenario_parties}
+
+
+def demo_log_level() -> str:
+    """The demo's log level: ``log_level`` when the operator set it (``GUICHET_LOG_LEVEL`` or
+    ``guichet.toml``), else ``warning``, so that the timeline is not lost among log lines."""
+    from gateway.config import Settings
+
+    settings = Settings()
+    return settings.log_level if "log_level" in settings.model_fields_set else "warning"
 
 
 def run_demo(

@@ -6,6 +6,7 @@ receive what they need from it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -46,21 +47,70 @@ __all__ = ["Hub", "Metrics", "SoapEndpoint", "configure_logging", "new_trace_id"
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:
-    """structlog JSON lines; the trace id is bound per exchange through contextvars."""
+    """structlog JSON lines; the trace id is bound per exchange through contextvars.
+
+    The standard library's records (uvicorn, httpx, httpcore, zeep, ``warnings``) go to the same
+    stream as JSON lines too, through one handler on the root logger (replaced on each call): at
+    ``debug`` every record of every library, else their warnings and errors only (httpx's line
+    per request says less than the hub's own ``delivery.attempted``)."""
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_logger_name,
+                *shared,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    setattr(handler, _OUR_HANDLER, True)
+    lines = _Lines(handler)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=lambda *_: lines,
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if getattr(h, _OUR_HANDLER, False)]:
+        root.removeHandler(previous)
+    root.addHandler(handler)
+    root.setLevel(threshold if threshold <= logging.DEBUG else max(threshold, logging.WARNING))
+    logging.captureWarnings(True)
+
+
+class _Lines:
+    """structlog's output: each rendered line written whole under the stdlib handler's lock, so
+    that a line of the hub and a library's line written by two threads never interleave."""
+
+    def __init__(self, handler: logging.StreamHandler[Any]) -> None:
+        self._handler = handler
+
+    def msg(self, message: str) -> None:
+        with self._handler.lock or contextlib.nullcontext():
+            self._handler.stream.write(message + "\n")
+            self._handler.stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_OUR_HANDLER = "_guichet_handler"
 
 
 def new_trace_id() -> str:
