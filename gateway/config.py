@@ -24,6 +24,7 @@ from pydantic_settings import (
 from gateway import store as stores
 from gateway.certs import PartyIdentity
 from gateway.errors import ConfigurationError, StoreError
+from gateway.ratelimit import RateLimit, rate_limit_from_table
 
 if TYPE_CHECKING:
     from gateway.payloads import Keyring
@@ -203,6 +204,7 @@ class Party:
     wsdl: str | None = None  # the back office's WSDL (SOAP parties), under schemas/<party>/
     hub_wsdl: str | None = None  # the hub's endpoint as this party sees it (SOAP parties)
     delivery: DeliveryOverrides = field(default_factory=DeliveryOverrides)
+    rate_limit: RateLimit | None = None  # [parties.<id>.rate_limit]; None: the hub's default
 
     @property
     def soap_version(self) -> SoapVersion | None:
@@ -307,6 +309,9 @@ def load_parties(path: Path) -> PartyRegistry:
                 wsdl=entry.get("wsdl"),
                 hub_wsdl=entry.get("hub_wsdl"),
                 delivery=_delivery(entry.get("delivery", {}), f"{path}: party {party_id}"),
+                rate_limit=rate_limit_from_table(entry["rate_limit"], f"{path}: party {party_id}")
+                if "rate_limit" in entry
+                else None,
             )
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc

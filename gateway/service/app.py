@@ -12,11 +12,12 @@ the receipt or the Fault is answered in that version, with the HTTP status of it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -337,7 +338,31 @@ def create_app(hub: Hub) -> FastAPI:
             request.headers.get(identities.header),
         )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        """While serving: the rate limiter's pending refusals are sealed every interval (the
+        tail of a flood too), and once more when the service stops."""
+
+        async def flush_rate_limits() -> None:
+            while True:
+                await asyncio.sleep(hub.config.settings.rate_limit_evidence_s)
+                try:
+                    await seal_rate_limits()
+                except GatewayError as exc:  # the store away: the counts wait for the next turn
+                    log.warning("rate-limit.seal-failed", code=exc.code)
+
+        task = asyncio.create_task(flush_rate_limits())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(GatewayError):
+                await seal_rate_limits(force=True)
+
     app = FastAPI(
+        lifespan=lifespan,
         docs_url=None,  # no browser UI (it would load scripts from elsewhere)
         redoc_url=None,
         openapi_url=None,  # served below, behind the guard like every other route
