@@ -23,6 +23,7 @@ from gateway.certs import (
     init_dev_pki,
     revoke,
 )
+from tests.conftest import guichet
 
 PARTIES = (
     PartyIdentity("be-platform", "Plateforme belge", "0123456749"),
@@ -292,3 +293,21 @@ def test_openssl_rejects_a_foreign_ca(pki: DevPki, tmp_path: Path) -> None:
     foreign = init_dev_pki(tmp_path, PARTIES[:1])
     result = openssl_verify(pki, foreign.party("be-platform").cert)
     assert result.returncode != 0
+
+
+@needs_openssl
+def test_certs_revoke_command(tmp_path: Path) -> None:
+    pki = init_dev_pki(tmp_path, PARTIES)
+    cert = pki.variant("be-platform", "2").cert
+    first = guichet("certs", "revoke", "--dir", str(tmp_path), str(cert))
+    assert first.returncode == 0, first.stderr
+    assert "revoked" in first.stdout
+    result = openssl_verify(pki, cert)
+    assert "certificate revoked" in result.stdout + result.stderr
+    again = guichet("certs", "revoke", "--dir", str(tmp_path), str(cert))
+    assert again.returncode == 0
+    assert "already revoked" in again.stdout
+    foreign = init_dev_pki(tmp_path / "other", PARTIES[:1], variants_of=None)
+    refused = guichet("certs", "revoke", "--dir", str(tmp_path), str(foreign.hub_cert))
+    assert refused.returncode != 0
+    assert "not issued by the CA" in refused.stderr
