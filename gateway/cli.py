@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     init = certs_cmd.add_parser("init", help="write a dev CA, the hub's and every party's certs")
     init.add_argument("--dir", type=Path, required=True)
     init.add_argument("--force", action="store_true", help="replace an existing CA")
+    revoke = certs_cmd.add_parser("revoke", help="add a certificate to the dev CA's crl.pem")
+    revoke.add_argument("--dir", type=Path, required=True, help="folder of `guichet certs init`")
+    revoke.add_argument("cert", type=Path, help="the PEM certificate to revoke")
 
     sandbox = commands.add_parser("sandbox", help="run the sandbox back offices")
     sandbox.add_argument("--pki", type=Path, required=True, help="folder of `guichet certs init`")
@@ -289,6 +292,16 @@ def _run(args: argparse.Namespace) -> int:
             + (f" ({applied} applied)" if applied else "")
         )
         return 0
+    if args.command == "certs" and args.certs_command == "revoke":
+        from gateway.certs import DevPki, revoke
+
+        pki = DevPki.at(args.dir)
+        try:
+            added = revoke(pki, args.cert)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot revoke {args.cert}: {exc}") from exc
+        print(f"{'revoked' if added else 'already revoked:'} {args.cert} (in {pki.crl})")
+        return 0
     if args.command == "certs":
         from gateway.certs import init_dev_pki
         from gateway.config import HubConfig
@@ -307,7 +320,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         print(
             f"wrote a development PKI to {pki.directory} (CA, hub, {len(parties)} parties,"
-            " operator and auditor roles); private keys are mode 0600, never commit them"
+            " operator and auditor roles, test certificates and crl.pem); private keys are"
+            " mode 0600, never commit them"
         )
         return 0
     if args.command == "sandbox":

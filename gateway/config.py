@@ -22,7 +22,7 @@ from pydantic_settings import (
 )
 
 from gateway import store as stores
-from gateway.certs import PartyIdentity
+from gateway.certs import CertificateMatch, PartyIdentity
 from gateway.errors import ConfigurationError, StoreError
 from gateway.ratelimit import RateLimit, rate_limit_from_table
 
@@ -188,6 +188,39 @@ def _delivery(table: Any, where: str) -> DeliveryOverrides:
     return DeliveryOverrides(**values)  # type: ignore[arg-type]
 
 
+def _certificate(table: Any, where: str) -> CertificateMatch | None:
+    """Read ``[parties.<id>.certificate]``: ``subject = { serialNumber = "…", O = "…" }``
+    (every attribute must match) and/or ``san_uri = "…"``; absent: None (the default rule)."""
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"{where}: certificate must be a table")
+    stray = sorted(set(table) - {"subject", "san_uri"})
+    if stray:
+        raise ConfigurationError(f"{where}: [certificate] has unknown keys {stray}")
+    subject = table.get("subject")
+    if subject is not None and (not isinstance(subject, Mapping) or not subject):
+        raise ConfigurationError(f"{where}: [certificate] subject must be a non-empty table")
+    try:
+        return CertificateMatch.of(subject, table.get("san_uri"))
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: [certificate] {exc}") from exc
+
+
+def _no_shared_certificates(parties: Mapping[str, Party], path: Path) -> None:
+    """Refuse two parties whose rules one certificate could meet by the same part (a subject
+    both accept, or one SAN URI): such a certificate would be ambiguous, so nobody's."""
+    items = list(parties.values())
+    for i, first in enumerate(items):
+        for second in items[i + 1 :]:
+            why = first.certificate_match.overlap(second.certificate_match)
+            if why:
+                raise ConfigurationError(
+                    f"{path}: parties {first.id} and {second.id} accept the same certificates"
+                    f" ({why}); give them distinct [certificate] rules"
+                )
+
+
 @dataclass(frozen=True)
 class Party:
     """One party of the single window."""
@@ -205,6 +238,14 @@ class Party:
     hub_wsdl: str | None = None  # the hub's endpoint as this party sees it (SOAP parties)
     delivery: DeliveryOverrides = field(default_factory=DeliveryOverrides)
     rate_limit: RateLimit | None = None  # [parties.<id>.rate_limit]; None: the hub's default
+    # [parties.<id>.certificate]: which certificates are this party's; None: the default rule.
+    certificate: CertificateMatch | None = None
+
+    @property
+    def certificate_match(self) -> CertificateMatch:
+        """The party's certificate rule: its ``[certificate]`` table, or by default its KBO
+        number as the subject's serialNumber or its ``urn:be:guichet:party:<id>`` SAN URI."""
+        return self.certificate or CertificateMatch.default_for(self.id, self.enterprise_number)
 
     @property
     def soap_version(self) -> SoapVersion | None:
@@ -312,9 +353,11 @@ def load_parties(path: Path) -> PartyRegistry:
                 rate_limit=rate_limit_from_table(entry["rate_limit"], f"{path}: party {party_id}")
                 if "rate_limit" in entry
                 else None,
+                certificate=_certificate(entry.get("certificate"), f"{path}: party {party_id}"),
             )
         except KeyError as exc:
             raise ConfigurationError(f"{path}: party {party_id} lacks {exc}") from exc
+    _no_shared_certificates(parties, path)
     routes = tuple(_route(entry, parties, path) for entry in data.get("routes", []))
     cases = data.get("cases", {})
     stray = sorted(set(cases) - {"opened_by"})
