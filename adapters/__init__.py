@@ -22,8 +22,8 @@ import httpx
 import structlog
 
 from gateway.certs import TlsFiles
-from gateway.signing import SigningKey
 from gateway.service.tls import client_ssl_context
+from gateway.signing import SigningKey
 
 __all__ = [
     "Adapter",

@@ -42,9 +42,9 @@ from gateway.mapping import (
     MappingSet,
     PartyFormat,
 )
-from gateway.store import MessageRow, UnitOfWork
 from gateway.signatures import SignatureVerifier
 from gateway.signing import VerifiedSignature
+from gateway.store import MessageRow, UnitOfWork
 from gateway.xml import ParserLimits, SoapVersion, parse_xml, soap_content_type
 
 __all__ = [

@@ -57,6 +57,7 @@ from gateway.pipeline import (
     validate,
 )
 from gateway.schemas import SchemaCatalog
+from gateway.signatures import SignatureVerifier
 from gateway.store import DeliveryRow, LeafRow, UnitOfWork
 from gateway.xml import ParserLimits
 
@@ -335,6 +336,7 @@ def _replay_one(
     result.differ("inbound", inbound_ref["sha256"], evidence.digest(body))
     if result.verdict != "ok":
         return result
+    signed = record.get("senderSignature")
     inbound = InboundMessage(
         sender=str(record["sender"]),
         body=body,
@@ -342,10 +344,17 @@ def _replay_one(
         transport=inbound_ref["transport"],
         trace_id=str(record["traceId"]),
         received_at=str(record["time"]),
+        signature_header=signed.get("value") if isinstance(signed, dict) else None,
     )
-    step = "parse and sender schema"
+    # The sender's signature is checked again, as of the moment it was received.
+    verifier = SignatureVerifier.as_of(
+        pinned.parties, evidence.parse_moment(str(record["time"])), required=bool(signed)
+    )
+    step = "signature, parse and sender schema"
     try:
-        validated = validate(inbound, pinned.mappings, limits)
+        validated = validate(inbound, pinned.mappings, limits, verifier)
+        replayed = dict(validated.signature.evidence) if validated.signature else None
+        result.differ("sender signature", signed, replayed)
         result.differ("sender schema", inbound_ref["schema"]["sha256"], validated.schema_sha256)
         step = "authorise"
         authorised: AuthorisedMessage = authorise(validated, pinned.parties)

@@ -54,12 +54,17 @@ def has_security_header(envelope: etree._Element) -> bool:
     )
 
 
+class _NoReplays(ReplayCache):
+    def check_and_add(self, verified: VerifiedSignature, *, now: float | None = None) -> None:
+        return None
+
+
 class SignatureVerifier:
     """Checks inbound message signatures (see the module's docstring)."""
 
     def __init__(
         self,
-        trust: TrustStore,
+        trust: TrustStore | None,
         parties: PartyRegistry,
         *,
         required: bool = True,
@@ -114,8 +119,18 @@ class SignatureVerifier:
         self._accept(sender, verified.signature, now)
         return verified.payload, verified.header, verified.signature
 
+    @classmethod
+    def as_of(
+        cls, parties: PartyRegistry, moment: datetime, *, required: bool
+    ) -> SignatureVerifier:
+        """A verifier for a message received at ``moment`` and checked again later (replay,
+        ``guichet check``): freshness judged at that moment, no replay cache, and no chain
+        validation (it was done on receipt; the certificate's owner is still checked)."""
+        return cls(None, parties, required=required, clock=lambda: moment, replay=_NoReplays())
+
     def _accept(self, sender: str, verified: VerifiedSignature, now: datetime) -> None:
-        self.trust.validate(verified.certificate, verified.chain, at=now)
+        if self.trust is not None:
+            self.trust.validate(verified.certificate, verified.chain, at=now)
         signer = owner(verified.certificate, self.parties)
         if signer != Identity("party", sender):
             who = f"{signer.kind} {signer.name}" if signer else "no party"
@@ -150,7 +165,11 @@ class SigningAuth(httpx.Auth):
             body = wssec.sign_envelope(request.content, self.signer)
             headers = [(k, v) for k, v in request.headers.multi_items() if k != "content-length"]
             yield httpx.Request(
-                request.method, request.url, headers=headers, content=body, extensions=request.extensions
+                request.method,
+                request.url,
+                headers=headers,
+                content=body,
+                extensions=request.extensions,
             )
             return
         request.headers[jws.HEADER] = jws.sign_detached(request.content, self.signer)

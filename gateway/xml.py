@@ -144,13 +144,16 @@ def soap_version(envelope: etree._Element) -> SoapVersion:
 
 
 def soap_payload(
-    envelope: etree._Element, expect: SoapVersion | None = None
+    envelope: etree._Element,
+    expect: SoapVersion | None = None,
+    understood: frozenset[str] = frozenset(),
 ) -> tuple[etree._Element, etree._Element | None]:
     """The single payload element of a SOAP 1.1 or 1.2 envelope's Body, and the Header if any.
 
     Both versions follow the same rules: at most one Header, before exactly one Body; one element
     in the Body and no text beside it; a header entry that must be understood is refused, for the
-    hub understands none. ``expect`` is the version the transport announced (its media type): an
+    hub understands none but those named in ``understood`` (Clark names: WS-Security's, where the
+    caller verifies it). ``expect`` is the version the transport announced (its media type): an
     envelope of the other version is refused with ``soap.version-mismatch``. The version itself is
     :func:`soap_version`.
     """
@@ -184,12 +187,13 @@ def soap_payload(
     if header is not None:
         must_understand = f"{{{namespace}}}mustUnderstand"
         for entry in header:
-            # The hub understands no header entry yet (WS-Security comes later): one that must
-            # be understood is refused, as SOAP 1.1 § 4.2.3 and SOAP 1.2 Part 1 § 5.2.3 require
+            # A header entry that must be understood and is not one the caller understands is
+            # refused, as SOAP 1.1 § 4.2.3 and SOAP 1.2 Part 1 § 5.2.3 require
             # ("1" in SOAP 1.1; an xs:boolean, "true" or "1", in SOAP 1.2).
-            if isinstance(entry.tag, str) and (entry.get(must_understand) or "").strip() in (
-                "1",
-                "true",
+            if (
+                isinstance(entry.tag, str)
+                and entry.tag not in understood
+                and (entry.get(must_understand) or "").strip() in ("1", "true")
             ):
                 raise ParseError(
                     f"header {entry.tag} must be understood, and is not",

@@ -98,14 +98,17 @@ def test_through_nginx_a_party_sends_and_the_operator_checks_health(
 def test_a_forwarded_certificate_from_elsewhere_is_refused(tmp_path: Path, pki: DevPki) -> None:
     """The hub trusts 10.9.8.7 as its proxy: a loopback caller forging the header is refused,
     whatever certificate it names."""
-    with running_hub(
-        tmp_path / "hub",
-        pki=pki,
-        sandbox=False,
-        delivery_workers=0,
-        behind_proxy=True,
-        trusted_proxies=("10.9.8.7",),
-    ) as running, httpx.Client(base_url=running.url, timeout=10) as direct:
+    with (
+        running_hub(
+            tmp_path / "hub",
+            pki=pki,
+            sandbox=False,
+            delivery_workers=0,
+            behind_proxy=True,
+            trusted_proxies=("10.9.8.7",),
+        ) as running,
+        httpx.Client(base_url=running.url, timeout=10) as direct,
+    ):
         operator = _forwarded(pki.role("operator").cert)
         response = direct.get("/healthz", headers={"X-SSL-Client-Cert": operator})
         assert response.status_code == 403
@@ -120,14 +123,17 @@ def test_a_forwarded_certificate_from_elsewhere_is_refused(tmp_path: Path, pki: 
 def test_a_forwarded_certificate_is_checked_like_a_tls_one(tmp_path: Path, pki: DevPki) -> None:
     """From the trusted proxy: a revoked, an expired and a garbled certificate are refused by
     the hub's own checks, a valid one maps to its party."""
-    with running_hub(
-        tmp_path / "hub",
-        pki=pki,
-        sandbox=False,
-        delivery_workers=0,
-        behind_proxy=True,
-        trusted_proxies=("127.0.0.0/8",),
-    ) as running, httpx.Client(base_url=running.url, timeout=10) as direct:
+    with (
+        running_hub(
+            tmp_path / "hub",
+            pki=pki,
+            sandbox=False,
+            delivery_workers=0,
+            behind_proxy=True,
+            trusted_proxies=("127.0.0.0/8",),
+        ) as running,
+        httpx.Client(base_url=running.url, timeout=10) as direct,
+    ):
 
         def as_(value: str) -> httpx.Response:
             return direct.get("/healthz", headers={"X-SSL-Client-Cert": value})

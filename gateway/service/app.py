@@ -29,8 +29,7 @@ from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import evidence, jws, outbox, pipeline
-from gateway import authz
+from gateway import authz, evidence, jws, outbox, pipeline
 from gateway.certs import Identity
 from gateway.errors import (
     AuthenticationError,
@@ -61,7 +60,7 @@ from gateway.xml import (
     soap_version_of,
 )
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "served_routes"]
 
 log = structlog.get_logger("guichet.service")
 
@@ -321,14 +320,11 @@ def create_app(hub: Hub) -> FastAPI:
 
     async def seal_rate_limits(force: bool = False) -> None:
         """Seal the rate limiter's due records (at most one per party per interval)."""
-        records = hub.rate_limiter.due_records(iso(utc_now()), force=force)
-        for record in records:
-            leaf = evidence.Leaf.of(record)
-            await hub.store.write_async(
-                lambda unit, leaf=leaf, at=record["time"]: evidence.append(
-                    unit, hub.signer, leaf, at
-                )
-            )
+        for record in hub.rate_limiter.due_records(iso(utc_now()), force=force):
+            await hub.store.write_async(_sealing(evidence.Leaf.of(record), str(record["time"])))
+
+    def _sealing(leaf: evidence.Leaf, at: str) -> Callable[[UnitOfWork], object]:
+        return lambda unit: evidence.append(unit, hub.signer, leaf, at)
 
     def authenticate(request: Request) -> Identity:
         identities = hub.identities
@@ -571,10 +567,22 @@ def create_app(hub: Hub) -> FastAPI:
         """This description (for every authenticated caller)."""
         return app.openapi()
 
-    authz.check_routes(
+    authz.check_routes(served_routes(app))
+    return app
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def served_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path template) the app serves: its own routes, and those of included
+    routers (which FastAPI keeps behind a lazy wrapper, but describes in its OpenAPI)."""
+    served = {
         (method, route.path)
         for route in app.routes
         if isinstance(route, APIRoute)
-        for method in route.methods
-    )
-    return app
+        for method in route.methods or ()
+    }
+    for path, operations in app.openapi().get("paths", {}).items():
+        served |= {(method.upper(), path) for method in operations if method in _HTTP_METHODS}
+    return served

@@ -30,10 +30,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
-from gateway.certs import Identity
-from gateway.errors import AuthenticationError, GatewayError, LogQueryError, NotFoundError
+from gateway.errors import GatewayError, LogQueryError, NotFoundError
 from gateway.hub import Hub
 from gateway.proofs import MerkleTree
 from gateway.store import Store
