@@ -263,6 +263,12 @@ def parse_xml(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Elem
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if isinstance(exc.lineno, int) else None
+        if "Excessive depth" in (exc.msg or ""):  # libxml2's own bound (256), below ours or not
+            raise ParseError(
+                f"XML nested deeper than {min(limits.max_depth, 256)}",
+                code="xml.too-deep",
+                line=line,
+            ) from exc
         raise ParseError(f"malformed XML: {exc.msg}", line=line) from exc
     # Belt and braces: a document type of any kind is refused, however it got there.
     if root.getroottree().docinfo.doctype:  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ SOAP = b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">%s</s:E
         (b"<a><b></a>", "xml.malformed"),
         (b"<a>\xff\xfe</a>", "xml.encoding"),
         (b"<a>" * 60 + b"</a>" * 60, "xml.too-deep"),
+        (b"<a>" * 10_000 + b"</a>" * 10_000, "xml.too-deep"),  # past libxml2's own bound
     ],
 )
 def test_hostile_xml_is_refused_with_its_code(body: bytes, code: str) -> None:
