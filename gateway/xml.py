@@ -184,7 +184,6 @@ _XINCLUDE_PROBE = etree.XPath("//namespace::*[. = $a or . = $b]/..")
 _COUNT_ELEMENTS = etree.XPath("count(//*)")
 # Text nodes and attribute values of more than $n characters.
 _LONG_TEXT = etree.XPath("//text()[string-length() > $n] | //@*[string-length() > $n]")
-_many_equals: dict[int, re.Pattern[bytes]] = {}
 _long_runs: dict[int, re.Pattern[bytes]] = {}
 
 
@@ -210,14 +209,33 @@ def _check_xinclude(data: bytes, root: etree._Element) -> None:
         )
 
 
-def _check_attributes(data: bytes, root: etree._Element, limit: int) -> None:
-    # Every attribute and namespace declaration of a start tag has its "=", and a start tag runs
-    # to the next "<" (which no attribute value may hold): a body in which no "<" is followed by
-    # more than ``limit`` "=" before the next has no element over the limit.
-    if len(data) <= limit or not _pattern(
-        _many_equals, rb"<[^<=]*+(?:=[^<=]*+){%d}", limit + 1
-    ).search(data):
-        return
+def _suspects(data: bytes, limits: ParserLimits) -> tuple[bool, bool]:
+    """Whether the body could hold an element over the attribute limit, and whether it could
+    hold a text or attribute value over the text limit: one pass over the bytes.
+
+    A start tag runs to the next "<" (no attribute value may hold one), and each of its
+    attributes and namespace declarations takes at least five bytes (` a=""`) and one "=". Decoded
+    text is never longer in UTF-8 than the bytes that wrote it (a reference is longer than its
+    character), and no text or attribute value holds a "<" outside a CDATA section (before the
+    first "<" there is only the prolog's white space). So only a run of bytes after a "<" long
+    enough for either can be at fault, and such runs are few: the tree is walked only for them,
+    or when the body has CDATA. (A comment may hold "<": its length is bounded by the body's.)
+    """
+    max_attributes, max_text = limits.max_attributes, limits.max_text_bytes
+    threshold = min(5 * (max_attributes + 1), max_text + 1)
+    attributes = text = False
+    if len(data) <= threshold:
+        return attributes, text
+    for run in _pattern(_long_runs, rb"<[^<]{%d,}", threshold).finditer(data):
+        start, end = run.span()
+        attributes = attributes or data.count(b"=", start, end) > max_attributes
+        text = text or end - start > max_text
+        if attributes and text:
+            break
+    return attributes, text or (len(data) > max_text and b"<![CDATA[" in data)
+
+
+def _check_attributes(root: etree._Element, limit: int) -> None:
     for element in root.iter(etree.Element):  # elements only (≤ max_elements of them)
         parent = element.getparent()
         declared = element.nsmap.items() - (parent.nsmap.items() if parent is not None else set())
@@ -230,16 +248,7 @@ def _check_attributes(data: bytes, root: etree._Element, limit: int) -> None:
             )
 
 
-def _check_text(data: bytes, root: etree._Element, limit: int) -> None:
-    # Decoded text is never longer in UTF-8 than the bytes that wrote it (a reference is longer
-    # than its character), and no text or attribute value holds a "<" outside a CDATA section:
-    # a body without CDATA and without a run of more than ``limit`` bytes after a "<" has no text
-    # over the limit (before the first "<" there is only the prolog's white space). A comment
-    # may hold "<": its length is bounded by the body's.
-    if len(data) <= limit:
-        return
-    if b"<![CDATA[" not in data and not _pattern(_long_runs, rb"<[^<]{%d}", limit + 1).search(data):
-        return
+def _check_text(root: etree._Element, limit: int) -> None:
     # Smart strings: each knows its element (a character takes at most four bytes).
     found = cast(list[etree._ElementUnicodeResult], _LONG_TEXT(root, n=limit // 4))
     for value in found:
@@ -284,8 +293,11 @@ def parse_xml(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Elem
                 f"{count} XML elements (at most {limits.max_elements})",
                 code="xml.too-many-elements",
             )
-    _check_attributes(data, root, limits.max_attributes)
-    _check_text(data, root, limits.max_text_bytes)
+    many_attributes, long_text = _suspects(data, limits)
+    if many_attributes:
+        _check_attributes(root, limits.max_attributes)
+    if long_text:
+        _check_text(root, limits.max_text_bytes)
     return root
 
 
