@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = 2 * 1024 * 1024
     body_timeout_s: float = 30.0  # a request body must arrive within this
     max_depth: int = 48
+    # The hardened parser's other limits (gateway.xml.ParserLimits): elements in one document,
+    # attributes (and namespace declarations) on one element, UTF-8 bytes of one text node or
+    # attribute value, characters of one JSON number.
+    max_elements: int = 20_000
+    max_attributes: int = 64
+    max_text_bytes: int = 256 * 1024
+    max_number_digits: int = 100
     delivery_workers: int = 4
     delivery_max_attempts: int = 100
     delivery_max_age_s: float = 48 * 3600.0  # then a delivery is dead-lettered, never dropped

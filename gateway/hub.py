@@ -204,9 +204,7 @@ class Hub:
         # One thread runs the pipeline stages: libxml2's schema and XSLT objects are used by
         # one thread at a time, and the event loop stays free.
         self.pipeline_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
-        self.limits = ParserLimits(
-            max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
-        )
+        self.limits = ParserLimits.of(config.settings)
         self.outbox = Outbox(
             store,
             adapters,

@@ -91,7 +91,10 @@ def _node(decl: Any, depth: int = 0) -> _Node:
 
 
 _ESCAPES = {"\r": "&#13;"}
-_UNBOUNDED = ParserLimits(max_bytes=2**62, max_depth=1024)
+# The XML form of a JSON body already within its limits: none of the XML limits applies to it.
+_UNBOUNDED = ParserLimits(
+    max_bytes=2**62, max_depth=1024, max_elements=2**62, max_attributes=2**62, max_text_bytes=2**62
+)
 _INDEX = re.compile(r"^(?P<name>[^\[]+)(?:\[(?P<index>\d+)\])?$")
 
 

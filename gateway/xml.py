@@ -1,8 +1,15 @@
 """The one hardened parser: every byte of XML or JSON that enters the hub goes through here.
 
-No DTD, no entities (internal or external), no processing instructions, no network, no XInclude;
-size and depth limits. JSON: no duplicate keys, no NaN/Infinity, bounded nesting. Nothing else in
-the code calls ``lxml.etree.fromstring`` or ``json.loads`` on untrusted input.
+No DTD, no entities (internal or external), no processing instructions, no network, no XInclude
+(its namespace is refused wherever it is declared); UTF-8 only; limits on size, depth, the number
+of elements, the attributes of one element and the length of one text or attribute value. JSON: no
+duplicate keys, no NaN/Infinity, bounded nesting, numbers of bounded size. Nothing else in the code
+calls ``lxml.etree.fromstring`` or ``json.loads`` on untrusted input.
+
+The limits are checked after libxml2 has built the tree (itself bounded by ``max_bytes``), each by
+one pass in C, and most not at all: a byte-level test first tells whether a body could exceed a
+limit (a body of 80 KB cannot hold 20 000 elements, one without a long run between two ``<`` holds
+no long text), and only such a body is walked.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from decimal import Decimal
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from lxml import etree
 
@@ -55,6 +62,22 @@ class ParserLimits:
 
     max_bytes: int = 2 * 1024 * 1024
     max_depth: int = 48
+    max_elements: int = 20_000  # elements in one document
+    max_attributes: int = 64  # attributes (namespace declarations included) on one element
+    max_text_bytes: int = 256 * 1024  # UTF-8 bytes of one text node or attribute value
+    max_number_digits: int = 100  # characters of one JSON number, and its decimal exponent
+
+    @classmethod
+    def of(cls, settings: Any) -> ParserLimits:
+        """The limits a hub's ``Settings`` set (``max_body_bytes``, ``max_depth``, ``max_…``)."""
+        return cls(
+            max_bytes=settings.max_body_bytes,
+            max_depth=settings.max_depth,
+            max_elements=settings.max_elements,
+            max_attributes=settings.max_attributes,
+            max_text_bytes=settings.max_text_bytes,
+            max_number_digits=settings.max_number_digits,
+        )
 
 
 DEFAULT_LIMITS = ParserLimits()
@@ -95,38 +118,186 @@ def _depth_probe(depth: int) -> etree.XPath:
     return probe
 
 
+_BOM = b"\xef\xbb\xbf"
+# The encoding an XML declaration names (XML 1.0 § 4.3.3): a UTF-8 body may call itself UTF-8 or
+# US-ASCII (its subset); any other name is a body that does not know what it is.
+_DECLARED_ENCODING = re.compile(rb"""\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
+_UTF8_NAMES = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})
+
+
+def _check_encoding(data: bytes) -> None:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data:
+        raise ParseError(
+            "XML bodies are UTF-8 (this one looks UTF-16 or UTF-32)", code="xml.encoding"
+        )
+    if not data.isascii():
+        try:
+            data.decode("utf-8")  # strict: overlong forms, lone continuations, surrogates refused
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"XML bodies are UTF-8: byte {exc.start} ({data[exc.start]:#04x}) is not"
+                f" ({exc.reason})",
+                code="xml.encoding",
+                line=data.count(b"\n", 0, exc.start) + 1,
+            ) from None
+    declared = _DECLARED_ENCODING.match(data.removeprefix(_BOM))
+    if declared is not None and declared[1].strip().lower() not in _UTF8_NAMES:
+        raise ParseError(
+            f"XML bodies are UTF-8, this one declares {declared[1].decode('ascii', 'replace')}",
+            code="xml.encoding",
+            line=1,
+        )
+
+
 def _check_prolog(data: bytes) -> None:
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ParseError(
-            "DTDs and entity declarations are not accepted", code="xml.forbidden-construct"
+            "DTDs and entity declarations are not accepted",
+            code="xml.forbidden-construct",
+            line=_line_of(
+                data, data.find(b"<!DOCTYPE") if b"<!DOCTYPE" in data else data.find(b"<!ENTITY")
+            ),
         )
     start = 0
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"<?xml"):
         start = len(data) - len(head) + head.find(b"?>") + 2
-    if data.find(b"<?", start) != -1:
-        raise ParseError("processing instructions are not accepted", code="xml.forbidden-construct")
+    found = data.find(b"<?", start)
+    if found != -1:
+        raise ParseError(
+            "processing instructions are not accepted",
+            code="xml.forbidden-construct",
+            line=_line_of(data, found),
+        )
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, max(offset, 0)) + 1
+
+
+# XInclude (both namespaces libxml2 knows): the hub never processes it, and refuses a document
+# that so much as declares it. A namespace name cannot be spelled without "XInclude" in the bytes
+# unless a declaration writes it with character references: only then is the tree searched.
+_XINCLUDE_NAMESPACES = ("http://www.w3.org/2001/XInclude", "http://www.w3.org/2003/XInclude")
+_NS_DECLARATION_WITH_REFERENCE = re.compile(rb"""xmlns(?::[^\s=]*)?\s*=\s*(?:"[^"&]*&|'[^'&]*&)""")
+_XINCLUDE_PROBE = etree.XPath("//namespace::*[. = $a or . = $b]/..")
+_COUNT_ELEMENTS = etree.XPath("count(//*)")
+# Text nodes and attribute values of more than $n characters.
+_LONG_TEXT = etree.XPath("//text()[string-length() > $n] | //@*[string-length() > $n]")
+_long_runs: dict[int, re.Pattern[bytes]] = {}
+
+
+def _pattern(cache: dict[int, re.Pattern[bytes]], template: bytes, count: int) -> re.Pattern[bytes]:
+    pattern = cache.get(count)
+    if pattern is None:
+        pattern = cache[count] = re.compile(template % count)
+    return pattern
+
+
+def _check_xinclude(data: bytes, root: etree._Element) -> None:
+    if b"XInclude" not in data and not _NS_DECLARATION_WITH_REFERENCE.search(data):
+        return
+    found = cast(
+        list[etree._Element],
+        _XINCLUDE_PROBE(root, a=_XINCLUDE_NAMESPACES[0], b=_XINCLUDE_NAMESPACES[1]),
+    )
+    if found:
+        raise ParseError(
+            "XInclude is not accepted (its namespace is declared)",
+            code="xml.forbidden-construct",
+            line=cast(int | None, found[0].sourceline),
+        )
+
+
+def _suspects(data: bytes, limits: ParserLimits) -> tuple[bool, bool]:
+    """Whether the body could hold an element over the attribute limit, and whether it could
+    hold a text or attribute value over the text limit: one pass over the bytes.
+
+    A start tag runs to the next "<" (no attribute value may hold one), and each of its
+    attributes and namespace declarations takes at least five bytes (` a=""`) and one "=". Decoded
+    text is never longer in UTF-8 than the bytes that wrote it (a reference is longer than its
+    character), and no text or attribute value holds a "<" outside a CDATA section (before the
+    first "<" there is only the prolog's white space). So only a run of bytes after a "<" long
+    enough for either can be at fault, and such runs are few: the tree is walked only for them,
+    or when the body has CDATA. (A comment may hold "<": its length is bounded by the body's.)
+    """
+    max_attributes, max_text = limits.max_attributes, limits.max_text_bytes
+    threshold = min(5 * (max_attributes + 1), max_text + 1)
+    attributes = text = False
+    if len(data) <= threshold:
+        return attributes, text
+    for run in _pattern(_long_runs, rb"<[^<]{%d,}", threshold).finditer(data):
+        start, end = run.span()
+        attributes = attributes or data.count(b"=", start, end) > max_attributes
+        text = text or end - start > max_text
+        if attributes and text:
+            break
+    return attributes, text or (len(data) > max_text and b"<![CDATA[" in data)
+
+
+def _check_attributes(root: etree._Element, limit: int) -> None:
+    for element in root.iter(etree.Element):  # elements only (≤ max_elements of them)
+        parent = element.getparent()
+        declared = element.nsmap.items() - (parent.nsmap.items() if parent is not None else set())
+        if len(element.attrib) + len(declared) > limit:
+            raise ParseError(
+                f"an element with {len(element.attrib) + len(declared)} attributes and namespace"
+                f" declarations (at most {limit})",
+                code="xml.too-many-attributes",
+                line=cast(int | None, element.sourceline),
+            )
+
+
+def _check_text(root: etree._Element, limit: int) -> None:
+    # Smart strings: each knows its element (a character takes at most four bytes).
+    found = cast(list[etree._ElementUnicodeResult], _LONG_TEXT(root, n=limit // 4))
+    for value in found:
+        size = len(value.encode("utf-8"))
+        if size > limit:
+            where = value.getparent()
+            raise ParseError(
+                f"a text or attribute value of {size} bytes (at most {limit})",
+                code="xml.text-too-large",
+                line=cast(int | None, where.sourceline) if where is not None else None,
+            )
 
 
 def parse_xml(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> etree._Element:
     """Parse untrusted XML bytes into an element, or raise a ``ParseError`` with the line."""
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(f"body of {len(data)} bytes exceeds {limits.max_bytes}")
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data:
-        raise ParseError(
-            "XML bodies are UTF-8 (this one looks UTF-16 or UTF-32)", code="xml.encoding"
-        )
+    _check_encoding(data)
     _check_prolog(data)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if isinstance(exc.lineno, int) else None
+        if "Excessive depth" in (exc.msg or ""):  # libxml2's own bound (256), below ours or not
+            raise ParseError(
+                f"XML nested deeper than {min(limits.max_depth, 256)}",
+                code="xml.too-deep",
+                line=line,
+            ) from exc
         raise ParseError(f"malformed XML: {exc.msg}", line=line) from exc
     # Belt and braces: a document type of any kind is refused, however it got there.
     if root.getroottree().docinfo.doctype:  # type: ignore[union-attr]
         raise ParseError("DTDs are not accepted", code="xml.forbidden-construct")
+    _check_xinclude(data, root)
     if _depth_probe(limits.max_depth)(root):
         raise ParseError(f"XML nested deeper than {limits.max_depth}", code="xml.too-deep")
+    # The smallest element, <a/>, takes four bytes.
+    if len(data) > 4 * limits.max_elements:
+        count = int(cast(float, _COUNT_ELEMENTS(root)))
+        if count > limits.max_elements:
+            raise ParseError(
+                f"{count} XML elements (at most {limits.max_elements})",
+                code="xml.too-many-elements",
+            )
+    many_attributes, long_text = _suspects(data, limits)
+    if many_attributes:
+        _check_attributes(root, limits.max_attributes)
+    if long_text:
+        _check_text(root, limits.max_text_bytes)
     return root
 
 
@@ -297,12 +468,44 @@ def _no_constant(name: str) -> Any:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def _numbers(limit: int) -> tuple[Any, Any]:
+    """The decoder's hooks for integer and other number literals: a literal of more than
+    ``limit`` characters, or one whose positional form would have more than ``limit`` digits
+    (``1e999999``, ``1e-999999``: the XML form of a number is positional), is refused."""
+
+    def too_large(text: str) -> ParseError:
+        shown = text if len(text) <= 24 else f"{text[:12]}…{text[-8:]} ({len(text)} characters)"
+        return ParseError(
+            f"the number {shown} is too large (at most {limit} digits)",
+            code="json.number-too-large",
+        )
+
+    def integer(text: str) -> int:
+        if len(text) > limit:
+            raise too_large(text)
+        return int(text)
+
+    def decimal(text: str) -> Decimal:
+        if len(text) > limit:
+            raise too_large(text)
+        try:
+            value = Decimal(text)
+        except ArithmeticError:  # an exponent beyond what Decimal represents
+            raise too_large(text) from None
+        if not -limit <= value.adjusted() <= limit:
+            raise too_large(text)
+        return value
+
+    return integer, decimal
+
+
 def parse_json(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Any:
     """Parse untrusted JSON bytes (UTF-8). Depth beyond ``limits.max_depth`` is refused by the
     schema binding, which walks every value; what is deeper than the decoder's own guard is refused
     here."""
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(f"body of {len(data)} bytes exceeds {limits.max_bytes}")
+    integer, decimal = _numbers(limits.max_number_digits)
     try:
         text = data.decode("utf-8-sig")  # a byte order mark is tolerated (RFC 8259 § 8.1)
         # Decimal, not float: an amount keeps every digit its sender wrote.
@@ -310,7 +513,8 @@ def parse_json(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Any:
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constant,
-            parse_float=Decimal,
+            parse_float=decimal,
+            parse_int=integer,
         )
         if _SURROGATE_ESCAPE.search(data):
             # "\ud800" decodes to a lone surrogate, which no UTF-8 text (nor XML) can carry.
