@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from gateway.certs import DevPki
 from gateway.config import HubConfig, Settings
 from gateway.testing import RunningHub, ensure_pki, guichet_command, running_hub
+
+# HYPOTHESIS_PROFILE=ci: the same examples on every run, no example database.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 HOME = Path(__file__).resolve().parents[1]
 EXAMPLES = HOME / "examples"
