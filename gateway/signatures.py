@@ -19,7 +19,7 @@ unsigned; a signature that is present is always checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 
 import httpx
@@ -142,26 +142,27 @@ class SignatureVerifier:
 
 
 class SigningAuth(httpx.Auth):
-    """An httpx auth that signs every message a back office POSTs to the hub.
+    """An httpx auth that signs every message a client POSTs: a back office calling the hub, or
+    the hub's side calling a back office.
 
-    SOAP requests (to a path under ``soap_path``) get a WS-Security header; any other POST body a
-    detached JWS in ``X-JWS-Signature``. Each sending is signed anew (fresh Timestamp or ``iat``,
-    new ids), so a retry is never taken for a replay::
+    A SOAP request (Content-Type ``application/soap+xml``, or a ``SOAPAction`` header, which
+    every SOAP 1.1 request carries) gets a WS-Security header; any other POST body a detached
+    JWS in ``X-JWS-Signature``. Each sending is signed anew (a fresh Timestamp or ``iat``, new
+    ids), so a retry is never taken for a replay::
 
         httpx.Client(base_url=hub, verify=tls, auth=SigningAuth(SigningKey.from_files(c, k)))
     """
 
     requires_request_body = True
 
-    def __init__(self, signer: SigningKey, *, soap_path: str = "/soap/") -> None:
+    def __init__(self, signer: SigningKey) -> None:
         self.signer = signer
-        self.soap_path = soap_path
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if request.method != "POST" or not request.content:
             yield request
             return
-        if request.url.path.startswith(self.soap_path):
+        if is_soap_request(request.headers):
             body = wssec.sign_envelope(request.content, self.signer)
             headers = [(k, v) for k, v in request.headers.multi_items() if k != "content-length"]
             yield httpx.Request(
@@ -174,3 +175,9 @@ class SigningAuth(httpx.Auth):
             return
         request.headers[jws.HEADER] = jws.sign_detached(request.content, self.signer)
         yield request
+
+
+def is_soap_request(headers: Mapping[str, str]) -> bool:
+    """Whether an HTTP request carries SOAP: SOAP 1.2's media type, or SOAP 1.1's SOAPAction."""
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media == "application/soap+xml" or "soapaction" in {k.lower() for k in headers}

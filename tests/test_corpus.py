@@ -124,5 +124,5 @@ def test_the_corpus_is_refused_with_the_expected_problem(quiet_hub: RunningHub, 
     if case.path is not None:
         assert case.path in path, f"{case.why}: the problem's path is {path!r}"
     assert _accepted(quiet_hub) == before
-    with quiet_hub.client(case.party) as client:
+    with quiet_hub.client("operator") as client:
         assert client.get("/healthz").json() == {"status": "ok"}

@@ -639,6 +639,7 @@ def test_the_database_restarted_under_load_gives_503s_then_the_hub_recovers_alon
                 assert refused.status_code == 503, refused.text
                 assert refused.json()["code"] == "store.unavailable"
                 assert time.monotonic() - started < 10
+            with hub.client_as(hub.pki.role("operator"), timeout=5) as client:
                 assert client.get("/healthz").status_code == 200
                 assert client.get("/readyz").status_code == 503
             private_postgres.pg_ctl("start")

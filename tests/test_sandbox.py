@@ -12,10 +12,12 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,12 +25,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.soap import HUB_HEADER_NS, build_envelope
+from gateway import wssec
 from gateway.certs import DevPki, PartyIdentity, identity_of, init_dev_pki
 from gateway.errors import ConfigurationError
 from gateway.mapping import CANONICAL_NS, MappingSet
 from gateway.sandbox import FieldPath, Sandbox, load_profiles
 from gateway.service.server import ServerThread
 from gateway.service.tls import client_certificate, client_ssl_context
+from gateway.signatures import SigningAuth
+from gateway.signing import SigningKey
 from gateway.testing import wait_until
 from gateway.xml import SOAP11_NS, parse_xml, soap_payload
 
@@ -57,8 +62,10 @@ def mappings() -> MappingSet:
 
 @pytest.fixture
 def hub_client(pki: DevPki) -> Iterator[httpx.Client]:
-    with httpx.Client(verify=client_ssl_context(pki.hub), timeout=TIMEOUT) as client:
-        yield client
+    """The hub's side: its certificate, and its signature on every delivery."""
+    signer = SigningAuth(SigningKey.from_files(pki.hub_cert, pki.hub_key))
+    with httpx.Client(verify=client_ssl_context(pki.hub), timeout=TIMEOUT, auth=signer) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -376,11 +383,12 @@ def test_soap_office_answers_client_faults(
     elif case == "no operation":
         payload = parse_xml((EXAMPLES / "be-fed-ibz" / "residence.decided.xml").read_bytes())
         payload, _ = soap_payload(payload)
-    if case == "not soap":
+    if case == "not soap":  # (no envelope to sign)
         response = hub_client.post(
             quiet.endpoints["be-fed-ibz"],
             content=etree.tostring(payload),
             headers={"Content-Type": "text/xml", "SOAPAction": f'"{action}"'},
+            auth=None,
         )
     else:
         response = post_soap(hub_client, quiet, payload, fresh_id(), action)
@@ -442,6 +450,7 @@ def test_immigration_office_answers_a_work_decision_over_soap(
     fake_hub: tuple[FakeHub, str],
     hub_client: httpx.Client,
     mappings: MappingSet,
+    pki: DevPki,
 ) -> None:
     hub, _ = fake_hub
     payload = parse_xml(golden("be-fed-ibz", "workAuthorisation.decided").read_bytes())
@@ -457,7 +466,12 @@ def test_immigration_office_answers_a_work_decision_over_soap(
     assert call.caller == "be-fed-ibz"
     assert call.headers["soapaction"] == f'"{IBZ}/TransmettreDecisionSejour"'
     assert call.headers["content-type"].startswith("text/xml")
-    decision, _ = soap_payload(parse_xml(call.body))
+    # Signed by the office with its own certificate, as the hub requires.
+    verified = wssec.verify_envelope(parse_xml(call.body), now=datetime.now(UTC))
+    assert verified.signature.certificate == x509.load_pem_x509_certificate(
+        pki.party("be-fed-ibz").cert.read_bytes()
+    )
+    decision = verified.payload
     mappings.party("be-fed-ibz").schema.validate(decision)
     assert decision.tag == f"{{{IBZ}}}DecisionSejour"
     assert decision.findtext(f"{{{IBZ}}}Entete/{{{IBZ}}}EnReponseA") == (
@@ -491,8 +505,9 @@ def test_no_hub_url_is_recorded_as_an_error(mappings: MappingSet, pki: DevPki) -
         body = golden("be-platform", "residence.decided").read_bytes()
         # The client is closed before the server stops: an open keep-alive connection would hold
         # the server's graceful shutdown.
-        with httpx.Client(verify=client_ssl_context(pki.hub), timeout=TIMEOUT) as client:
-            response = post_rest(client, sandbox, "be-platform", body, fresh_id())
+        signer = SigningAuth(SigningKey.from_files(pki.hub_cert, pki.hub_key))
+        with httpx.Client(verify=client_ssl_context(pki.hub), timeout=TIMEOUT, auth=signer) as c:
+            response = post_rest(c, sandbox, "be-platform", body, fresh_id())
         assert response.status_code == 202
         sent = sandbox.offices["be-platform"].wait_for_sent()
     assert sent.status is None

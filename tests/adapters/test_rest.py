@@ -16,6 +16,7 @@ from adapters.rest import RestAdapter
 from gateway.certs import DevPki, PartyIdentity, init_dev_pki
 from gateway.mapping import MappingSet
 from gateway.sandbox import Sandbox
+from gateway.signing import SigningKey
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,7 @@ def config_for(party: str, endpoint: str, pki: DevPki) -> ReceiverConfig:
         client_key=pki.hub_key,
         ca=pki.ca_cert,
         timeout_s=5.0,
+        signer=SigningKey.from_files(pki.hub_cert, pki.hub_key),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,12 @@ from lxml import etree
 
 from adapters import Outbound, ReceiverConfig, load_adapter
 from adapters.soap import HUB_HEADER_NS, SoapAdapter, Wsdl
+from gateway import wssec
 from gateway.certs import DevPki, PartyIdentity, init_dev_pki
 from gateway.errors import ConfigurationError
 from gateway.mapping import MappingSet
 from gateway.sandbox import Sandbox
+from gateway.signing import SigningKey
 from gateway.xml import SOAP11_NS, parse_xml, soap_payload
 from tests.adapters.scripted import ScriptedOffice, scripted_office
 
@@ -54,6 +57,7 @@ def config_for(endpoint: str, pki: DevPki) -> ReceiverConfig:
         client_key=pki.hub_key,
         ca=pki.ca_cert,
         timeout_s=5.0,
+        signer=SigningKey.from_files(pki.hub_cert, pki.hub_key),
     )
 
 
@@ -93,7 +97,7 @@ def test_delivers_what_the_hub_sends(sandbox: Sandbox, adapter: SoapAdapter, pat
     got = sandbox.offices[PARTY].wait_for(lambda r: r.idempotency_key == message.message_id)
     assert got.message_type == message_type
     assert got.trace_id == message.trace_id
-    sent, header = soap_payload(parse_xml(got.body))
+    sent, header = hub_signed(got.body)
     # The payload travels untouched (exclusive C14N: the envelope's namespaces aside).
     assert c14n(sent) == c14n(parse_xml(message.body))
     assert header is not None
@@ -252,7 +256,7 @@ def test_the_request_is_a_soap_11_call_of_the_wsdl_operation(
     assert headers["content-type"] == "text/xml; charset=utf-8"
     assert headers["soapaction"] == f'"{IBZ}/NotifierStatut"'
     assert headers["belgov-trace-id"] == message.trace_id
-    payload, header = soap_payload(parse_xml(body))
+    payload, header = hub_signed(body)
     assert payload.tag == f"{{{IBZ}}}NotificationStatut"
     assert header is not None
     assert header.findtext(f"{{{HUB_HEADER_NS}}}MessageId") == message.message_id
@@ -318,3 +322,11 @@ def test_retry_after_of_a_server_fault_is_read(
     result = adapter.deliver(message)
     assert (result.outcome, result.status, result.retry_after_s) == ("failed", status, seconds)
     assert adapter.deliver(message).retry_after_s is None
+
+
+def hub_signed(body: bytes) -> tuple[etree._Element, etree._Element | None]:
+    """The payload and header of a delivered envelope, whose WS-Security signature (the hub's)
+    must verify."""
+    verified = wssec.verify_envelope(parse_xml(body), now=datetime.now(UTC))
+    assert "CN=guichet-hub" in verified.signature.certificate.subject.rfc4514_string()
+    return verified.payload, verified.header

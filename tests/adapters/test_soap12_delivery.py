@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 
 from adapters import Outbound, ReceiverConfig, load_adapter
 from adapters.soap import HUB_HEADER_NS, Soap12Adapter, SoapAdapter, Wsdl, build_envelope
+from gateway import wssec
 from gateway.certs import DevPki, PartyIdentity, init_dev_pki
 from gateway.mapping import MappingSet
 from gateway.sandbox import Sandbox
 from gateway.service.tls import client_ssl_context
+from gateway.signatures import SigningAuth
+from gateway.signing import SigningKey
 from gateway.xml import SOAP11_NS, SOAP12_NS, parse_xml, soap_payload, soap_version
 from tests.adapters.scripted import ScriptedOffice, scripted_office
 from tests.conftest import HOME
@@ -60,6 +65,7 @@ def config_for(home: Path, endpoint: str, pki: DevPki, wsdl: str = WSDL) -> Rece
         client_key=pki.hub_key,
         ca=pki.ca_cert,
         timeout_s=5.0,
+        signer=SigningKey.from_files(pki.hub_cert, pki.hub_key),
     )
 
 
@@ -116,7 +122,7 @@ def test_delivers_in_soap12_and_reads_the_acknowledgement(
     assert (got.message_type, got.trace_id) == ("workAuthorisation.decided", message.trace_id)
     envelope = parse_xml(got.body)
     assert soap_version(envelope) == "1.2"
-    payload, header = soap_payload(envelope, expect="1.2")
+    payload, header = hub_signed(got.body)
     assert payload.tag == f"{{{IBZ}}}NotificationDecisionTravail"
     assert header is not None
     assert header.findtext(f"{{{HUB_HEADER_NS}}}MessageId") == message.message_id
@@ -160,7 +166,8 @@ def test_the_soap12_office_refuses_soap11_and_a_wrong_action(sandbox: Sandbox, p
     payload = parse_xml(DECISION.read_bytes())
     office = sandbox.offices[PARTY]
     before = len(office.received)
-    with httpx.Client(verify=client_ssl_context(pki.hub), timeout=5) as client:
+    signer = SigningAuth(SigningKey.from_files(pki.hub_cert, pki.hub_key))
+    with httpx.Client(verify=client_ssl_context(pki.hub), timeout=5, auth=signer) as client:
         soap11 = client.post(
             sandbox.endpoints[PARTY],
             content=build_envelope(payload),
@@ -273,7 +280,7 @@ def test_the_request_is_a_soap12_call_of_the_wsdl_operation(
     assert headers["belgov-trace-id"] == message.trace_id
     envelope_ = parse_xml(body)
     assert soap_version(envelope_) == "1.2"
-    payload, header = soap_payload(envelope_, expect="1.2")
+    payload, header = hub_signed(body)
     assert payload.tag == f"{{{IBZ}}}NotificationDecisionTravail"
     assert header is not None
     assert header.findtext(f"{{{HUB_HEADER_NS}}}MessageId") == message.message_id
@@ -337,3 +344,11 @@ def test_the_reply_envelope_names_its_version() -> None:
     payload = parse_xml(f"<d:x xmlns:d='{ACK}'/>".encode())
     assert soap_version(parse_xml(build_envelope(payload))) == "1.1"
     assert soap_version(parse_xml(build_envelope(payload, version="1.2"))) == "1.2"
+
+
+def hub_signed(body: bytes) -> tuple[etree._Element, etree._Element | None]:
+    """The payload and header of a delivered envelope, whose WS-Security signature (the hub's)
+    must verify."""
+    verified = wssec.verify_envelope(parse_xml(body), now=datetime.now(UTC))
+    assert "CN=guichet-hub" in verified.signature.certificate.subject.rfc4514_string()
+    return verified.payload, verified.header

@@ -51,7 +51,7 @@ def accepted_ids(hub: RunningHub) -> set[str]:
 
 
 def assert_still_serving(hub: RunningHub) -> None:
-    with hub.client("be-platform") as client:
+    with hub.client("operator") as client:
         assert client.get("/healthz").json() == {"status": "ok"}
 
 
@@ -310,6 +310,7 @@ def test_role_certificate_may_not_send(quiet_hub: RunningHub) -> None:
             "/v1/messages", content=json.dumps(fresh_application()), headers=JSON
         )
         assert response.status_code == 403
+        assert response.json()["code"] == "authz.role-required"
         assert client.get("/healthz").status_code == 200
 
 

@@ -21,6 +21,7 @@ def test_without_its_store_the_hub_answers_503_and_when_to_retry(
         body["header"]["messageId"] = str(uuid.uuid4())
         with live.client("be-platform") as client:
             refused = client.post("/v1/messages", json=body)
+        with live.client("operator") as client:
             health = client.get("/healthz")
             ready = client.get("/readyz")
         assert refused.status_code == 503, refused.text
