@@ -58,6 +58,7 @@ from gateway.pipeline import (
 )
 from gateway.schemas import SchemaCatalog
 from gateway.signatures import SignatureVerifier
+from gateway.signing import SigningKey
 from gateway.store import DeliveryRow, LeafRow, UnitOfWork
 from gateway.xml import ParserLimits
 
@@ -686,6 +687,7 @@ def main(
                                 client_cert=pki.hub.cert,
                                 client_key=pki.hub.key,
                                 ca=pki.hub.ca,
+                                signer=SigningKey.from_files(pki.hub.cert, pki.hub.key),
                             )
                         )
                     report.redeliveries.append(redeliver(store, signer, adapter, message, receiver))

@@ -28,7 +28,7 @@ from lxml import etree
 from gateway import jws, wssec
 from gateway.certs import Identity
 from gateway.config import PartyRegistry
-from gateway.errors import CertificateError, SignatureError
+from gateway.errors import CertificateError, GatewayError, SignatureError
 from gateway.signing import ReplayCache, SigningKey, VerifiedSignature
 from gateway.trust import TrustStore, owner
 from gateway.xml import SoapVersion, soap_payload
@@ -155,15 +155,22 @@ class SigningAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, signer: SigningKey) -> None:
+    def __init__(self, signer: SigningKey, *, soap_path: str = "/soap/") -> None:
         self.signer = signer
+        self.soap_path = soap_path  # the hub's SOAP endpoint, whatever the headers say
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if request.method != "POST" or not request.content:
             yield request
             return
-        if is_soap_request(request.headers):
-            body = wssec.sign_envelope(request.content, self.signer)
+        if is_soap_request(request.headers) or request.url.path.startswith(self.soap_path):
+            try:
+                body = wssec.sign_envelope(request.content, self.signer)
+            except (GatewayError, ValueError):
+                # No SOAP envelope to carry a signature: sent as it is, for the receiver to
+                # refuse for what it is (a test of a broken body, or a broken client).
+                yield request
+                return
             headers = [(k, v) for k, v in request.headers.multi_items() if k != "content-length"]
             yield httpx.Request(
                 request.method,

@@ -9,30 +9,39 @@ git and later cases (signature wrapping, replays) can be built from keys and cer
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
 import time
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
 
+from gateway import jws, wssec
 from gateway.audit import verify_log
-from gateway.errors import PROBLEMS
+from gateway.errors import PROBLEMS, GatewayError
 from gateway.namespaces import HUB_NS
 from gateway.service.tls import client_ssl_context
+from gateway.signing import SigningKey
 from gateway.testing import RunningHub
 from gateway.xml import parse_xml
+from tests.gateway.test_wssec import HOSTILE_CODES
 
 HOME = Path(__file__).resolve().parents[1]
 HOSTILE = Path(__file__).parent / "corpus" / "hostile"
 EXPECTED = HOSTILE / "expected.toml"
-_KEYS = {"party", "endpoint", "content_type", "status", "code", "signed", "soap_action", "why"}
+_KEYS = {"party", "endpoint", "content_type", "status", "code", "signature", "soap_action", "why"}
 _ENDPOINTS = {"rest": "/v1/messages", "soap11": "/soap/v1", "soap12": "/soap/v1"}
 
 
@@ -45,7 +54,7 @@ class Case:
     status: int
     code: str
     why: str
-    signed: bool = False
+    signature: str = "party"  # party | none | <party>[:<variant>]: who signs (see sign)
     soap_action: str | None = None
     kind: str | None = None  # None: the file `name`; else a generator of GENERATORS
     params: Mapping[str, Any] = field(default_factory=dict)  # the generator's keys
@@ -89,43 +98,178 @@ def _oversized(case: Case, hub: RunningHub) -> bytes:
     return base + p["insert"].encode() * (padding // len(p["insert"].encode()) + 1)
 
 
-# kind → how its body is made. Signature wrapping, replays and the like join here.
-GENERATORS: dict[str, Callable[[Case, RunningHub], bytes]] = {
+# -- signed bodies: forged, stale, wrapped, replayed -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sending:
+    """What is POSTed: the body, headers beside the Content-Type, whether it is signed already
+    (else ``sign`` signs it as the case says), and what is sent first (a replay's original)."""
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    signed: bool = False
+    before: tuple[Sending, ...] = ()
+
+
+def signer_of(hub: RunningHub, who: str) -> SigningKey:
+    """A party's signing key, or one of the dev PKI's test certificates (``party:variant``)."""
+    party, _, variant = who.partition(":")
+    files = hub.pki.variant(party, variant) if variant else hub.pki.party(party)
+    return SigningKey.from_files(files.cert, files.key)
+
+
+def _fresh(case: Case) -> bytes:
+    """The case's ``base`` example with a new message id (JSON header, or the SOAP payload's
+    ``id_path``), so that no two runs collide on an id."""
+    base = (HOME / case.params["base"]).read_bytes()
+    new_id = str(uuid.uuid4())
+    if case.params["base"].endswith(".json"):
+        data = json.loads(base)
+        data["header"]["messageId"] = new_id
+        return json.dumps(data).encode()
+    root = parse_xml(base)
+    found = root.xpath(case.params["id_path"], namespaces=dict(case.params.get("ns", {})))
+    assert found, f"{case.name}: no {case.params['id_path']} in {case.params['base']}"
+    found[0].text = new_id
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _signed(
+    case: Case, hub: RunningHub, body: bytes, *, by: str | None = None, age_s: int = 0
+) -> Sending:
+    """``body`` signed by ``by`` (default: the sending party), ``age_s`` seconds ago."""
+    signer = signer_of(hub, by or case.party)
+    now = datetime.now(UTC) - timedelta(seconds=age_s)
+    if case.endpoint == "rest":
+        return Sending(body, {jws.HEADER: jws.sign_detached(body, signer, now=now)}, signed=True)
+    return Sending(wssec.sign_envelope(body, signer, now=now), signed=True)
+
+
+def _fresh_body(case: Case, hub: RunningHub) -> bytes:
+    """The ``base`` example with a new message id, signed as the case's ``signature`` says."""
+    return _fresh(case)
+
+
+def _signed_by(case: Case, hub: RunningHub) -> Sending:
+    """Signed by ``by``: another party's certificate, or a revoked or expired one."""
+    return _signed(case, hub, _fresh(case), by=case.params["by"])
+
+
+def _stale(case: Case, hub: RunningHub) -> Sending:
+    """Signed ``age_s`` seconds ago: a JWS ``iat``, a WS-Security Timestamp, out of date."""
+    return _signed(case, hub, _fresh(case), age_s=case.params["age_s"])
+
+
+def _tampered(case: Case, hub: RunningHub) -> Sending:
+    """Signed, then ``replace`` changed in the body (once): the signature no longer covers it."""
+    signed = _signed(case, hub, _fresh(case))
+    old, new = case.params["replace"]
+    assert old.encode() in signed.body, f"{case.name}: {old!r} is not in the body"
+    return Sending(signed.body.replace(old.encode(), new.encode(), 1), signed.headers, True)
+
+
+def _jws_header(case: Case, hub: RunningHub) -> Sending:
+    """A detached JWS whose protected header is ``header`` (+ the party's chain), with a made-up
+    signature: refused for what the header says before any key is used."""
+    body = _fresh(case)
+    files = hub.pki.party(case.party)
+    chain = [
+        base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+        for c in x509.load_pem_x509_certificates(files.cert.read_bytes())
+    ]
+    header = {**case.params["header"], "x5c": chain, "iat": int(time.time())}
+    protected = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return Sending(body, {jws.HEADER: f"{protected}..AAAA"}, signed=True)
+
+
+def _wsse_attack(case: Case, hub: RunningHub) -> Sending:
+    """A WS-Security envelope the party signed, then attacked (``attack``: one of the wrapping,
+    tampering and algorithm attacks of tests/gateway/test_wssec.py)."""
+    signed = _signed(case, hub, _fresh(case))
+    attack, _code = HOSTILE_CODES[case.params["attack"]]
+    return Sending(attack(signed.body), signed=True)
+
+
+def _replay(case: Case, hub: RunningHub) -> Sending:
+    """A signed message sent twice, byte for byte: the second time is the replay."""
+    signed = _signed(case, hub, _fresh(case))
+    return Sending(signed.body, signed.headers, True, before=(signed,))
+
+
+def _id_reused(case: Case, hub: RunningHub) -> Sending:
+    """A message accepted, then another one (signed anew) with the same message id."""
+    first = _fresh(case)
+    data = json.loads(first)
+    old, new = case.params["replace"]
+    other = json.dumps(data).replace(old, new, 1).encode()
+    assert other != json.dumps(data).encode(), f"{case.name}: {old!r} is not in the body"
+    return Sending(other, before=(Sending(first),))
+
+
+# kind → how its body is made.
+GENERATORS: dict[str, Callable[[Case, RunningHub], bytes | Sending]] = {
     "repeat": _repeat,
     "nested": _nested,
     "oversized": _oversized,
+    "fresh": _fresh_body,
+    "signed-by": _signed_by,
+    "stale": _stale,
+    "tampered": _tampered,
+    "jws-header": _jws_header,
+    "wsse-attack": _wsse_attack,
+    "replay": _replay,
+    "id-reused": _id_reused,
 }
 
 
-def body_of(case: Case, hub: RunningHub) -> bytes:
+def body_of(case: Case, hub: RunningHub) -> Sending:
     if case.kind is None:
-        return (HOSTILE / case.name).read_bytes()
-    return GENERATORS[case.kind](case, hub)
+        return Sending((HOSTILE / case.name).read_bytes())
+    made = GENERATORS[case.kind](case, hub)
+    return made if isinstance(made, Sending) else Sending(made)
 
 
 # -- sending --------------------------------------------------------------------------------------
 
 
-def sign(case: Case, body: bytes, headers: dict[str, str]) -> bytes:
-    """The bytes to send for a case that declares ``signed = true`` (adding headers if need be).
-
-    Message signatures (WS-Security on SOAP, JWS on REST) are not there yet: every case is sent
-    unsigned, and one that asks for a signature is skipped until they are."""
-    if case.signed:
-        pytest.skip("message signatures are not implemented yet")
-    return body
-
-
-def post_case(client: httpx.Client, case: Case, body: bytes) -> httpx.Response:
-    """POST a case's body as its party would: the one way every case is sent."""
+def _headers(case: Case) -> dict[str, str]:
     headers = {"Content-Type": case.content_type}
     if case.soap_action is not None:
         if case.endpoint == "soap11":
             headers["SOAPAction"] = f'"{case.soap_action}"'
         else:
             headers["Content-Type"] += f'; action="{case.soap_action}"'
-    content = sign(case, body, headers)
-    return client.post(_ENDPOINTS[case.endpoint], content=content, headers=headers)
+    return headers
+
+
+def sign(case: Case, hub: RunningHub, body: bytes) -> tuple[bytes, dict[str, str]]:
+    """The bytes and extra headers of a body signed as ``case.signature`` says: by the sending
+    party (``party``, the default), by no one (``none``), or by another certificate
+    (``<party>`` or ``<party>:<variant>`` of the dev PKI). A REST body gets a detached JWS over
+    whatever bytes it is; a SOAP body gets WS-Security when it is an envelope that can carry
+    it (a broken one is refused for its shape before any signature is looked for)."""
+    if case.signature == "none":
+        return body, {}
+    signer = signer_of(hub, case.party if case.signature == "party" else case.signature)
+    if case.endpoint == "rest":
+        return body, {jws.HEADER: jws.sign_detached(body, signer)}
+    try:
+        return wssec.sign_envelope(body, signer), {}
+    except (GatewayError, ValueError):
+        return body, {}
+
+
+def post_case(
+    client: httpx.Client, case: Case, hub: RunningHub, sending: Sending
+) -> httpx.Response:
+    """POST a case as its party would: the one way every case is sent."""
+    headers = _headers(case)
+    if sending.signed:
+        content, extra = sending.body, sending.headers
+    else:
+        content, extra = sign(case, hub, sending.body)
+    return client.post(_ENDPOINTS[case.endpoint], content=content, headers={**headers, **extra})
 
 
 def problem_code(case: Case, response: httpx.Response) -> str:
@@ -184,14 +328,18 @@ def test_every_case_is_well_formed(case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_hostile_bodies_are_refused_and_leave_no_trace(quiet_hub: RunningHub, case: Case) -> None:
-    body = body_of(case, quiet_hub)
-    before = accepted(quiet_hub)
-    started = time.monotonic()
-    with quiet_hub.client(case.party) as client:
-        response = post_case(client, case, body)
+    sending = body_of(case, quiet_hub)
+    with quiet_hub.client(case.party, sign=False) as client:
+        for first in sending.before:  # what the attack replays, sent as it was the first time
+            answer = post_case(client, case, quiet_hub, first)
+            assert answer.status_code < 500 or case.endpoint == "soap11", answer.text[:500]
+        before = accepted(quiet_hub)
+        started = time.monotonic()
+        response = post_case(client, case, quiet_hub, sending)
         assert (response.status_code, problem_code(case, response)) == (case.status, case.code), (
             f"{case.why}: {response.text[:500]}"
         )
+    with quiet_hub.client("operator") as client:
         assert client.get("/healthz").json() == {"status": "ok"}
     assert time.monotonic() - started < 10, "refused, but slowly"
     assert accepted(quiet_hub) == before
@@ -251,5 +399,5 @@ def test_a_chunked_body_growing_past_the_limit_is_refused_while_it_streams(
     # Past the limit, and far from the whole: what was sent past the limit sat in the socket
     # buffers (on loopback some 4 MB) when the answer came.
     assert limit < sent < would_be // 3, (sent, limit)
-    with quiet_hub.client("be-bru-bee") as client:
+    with quiet_hub.client("operator") as client:
         assert client.get("/healthz").json() == {"status": "ok"}

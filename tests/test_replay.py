@@ -34,6 +34,7 @@ from gateway.mapping import MappingSet
 from gateway.pipeline import AuthorisedMessage, InboundMessage, _map_out, to_canonical, validate
 from gateway.store import MessageRow
 from gateway.testing import RunningHub, running_hub, wait_until
+from gateway.signatures import SignatureVerifier
 from tests.conftest import EXAMPLES, HOME, guichet
 
 pytestmark = pytest.mark.slow
@@ -177,8 +178,11 @@ def test_replay_runs_the_pinned_versions_not_the_files_on_disk(case: Case) -> No
             record["inbound"]["transport"],
             record["traceId"],
             record["time"],
+            record["senderSignature"]["value"],
         )
-        validated = validate(inbound, current, case.live.hub.limits)
+        moment = evidence.parse_moment(record["time"])
+        verifier = SignatureVerifier.as_of(case.live.hub.parties, moment, required=True)
+        validated = validate(inbound, current, case.live.hub.limits, verifier)
         canonical = to_canonical(AuthorisedMessage(validated), current)
         today = _map_out(canonical, "be-vlg-wse", current, case.live.hub.parties)
         sealed = next(o for o in record["outbound"] if o["receiver"] == "be-vlg-wse")

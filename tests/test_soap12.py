@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from lxml import etree
 
 from adapters.soap import Wsdl
+from gateway import wssec
 from gateway.errors import PROBLEMS, ParseError
 from gateway.testing import RunningHub, running_hub, wait_until
 from gateway.xml import (
@@ -247,7 +249,9 @@ def test_a_whole_case_reaches_the_soap12_office_and_its_answer_the_hub(live: Run
     )
     delivered = parse_xml(received.body)
     assert soap_version(delivered) == "1.2"
-    payload, header = soap_payload(delivered, expect="1.2")
+    # Signed by the hub (WS-Security in SOAP 1.2's envelope too).
+    verified = wssec.verify_envelope(delivered, now=datetime.now(UTC))
+    payload, header = verified.payload, verified.header
     assert payload.tag == f"{{{IBZ}}}NotificationDecisionTravail"
     assert header is not None and header.findtext("h:MessageId", namespaces=NS)
     # Its answer went to the hub over SOAP 1.2, and came back as a SOAP 1.2 receipt.

@@ -178,8 +178,10 @@ def test_json_binding_agrees_with_xmlschema(path: Path) -> None:
 
 
 def test_json_validation_error_is_a_json_pointer() -> None:
+    from gateway.config import load_parties
     from gateway.errors import SchemaValidationError
     from gateway.pipeline import InboundMessage, validate
+    from gateway.signatures import SignatureVerifier
     from gateway.xml import DEFAULT_LIMITS
 
     body = (HOME / "examples/be-platform/application.submitted.invalid-schema.json").read_bytes()
@@ -188,6 +190,7 @@ def test_json_validation_error_is_a_json_pointer() -> None:
             InboundMessage("be-platform", body, "application/json", "rest", "t", "now"),
             MAPPINGS,
             DEFAULT_LIMITS,
+            SignatureVerifier(None, load_parties(HOME / "parties.toml"), required=False),
         )
     assert caught.value.path is not None
     assert caught.value.path.startswith("/application/")
