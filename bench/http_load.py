@@ -37,6 +37,9 @@ from hubs import (
     store_pids,
 )
 
+from gateway import jws
+from gateway.signing import SigningKey
+
 HOME = Path(__file__).resolve().parents[1]
 EXAMPLE = HOME / "examples" / "be-platform" / "application.submitted.json"
 
@@ -64,7 +67,13 @@ class Tally:
         return self.statuses.get(202, 0)
 
 
-async def client(ctx: ssl.SSLContext, port: int, template: dict[str, object], tally: Tally) -> None:
+async def client(
+    ctx: ssl.SSLContext,
+    port: int,
+    template: dict[str, object],
+    tally: Tally,
+    signer: SigningKey,
+) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
     )
@@ -77,9 +86,13 @@ async def client(ctx: ssl.SSLContext, port: int, template: dict[str, object], ta
             # all would make every delivery wait for the one before (in order per case).
             header["caseReference"] = f"SP-BENCH-{header['messageId']}"
             body = json.dumps(template).encode()
+            # Signed as the hub requires (a detached JWS, as a back office signs each message).
+            signature = jws.sign_detached(body, signer).encode()
             request = (
                 b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
-                b"Content-Type: application/json\r\nContent-Length: "
+                b"Content-Type: application/json\r\nX-JWS-Signature: "
+                + signature
+                + b"\r\nContent-Length: "
                 + str(len(body)).encode()
                 + b"\r\n\r\n"
                 + body
@@ -108,10 +121,11 @@ async def load(
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     ctx.load_cert_chain(pki / "be-platform.pem", pki / "be-platform.key")
     template = json.loads(EXAMPLE.read_bytes())
+    signer = SigningKey.from_files(pki / "be-platform.pem", pki / "be-platform.key")
     tally = Tally(time.monotonic() + seconds, budget)
     await asyncio.gather(
         *(
-            client(ctx, ports[i % len(ports)], json.loads(json.dumps(template)), tally)
+            client(ctx, ports[i % len(ports)], json.loads(json.dumps(template)), tally, signer)
             for i in range(clients)
         )
     )

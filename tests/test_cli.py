@@ -13,6 +13,8 @@ import httpx
 from gateway.certs import DevPki
 from gateway.config import load_parties
 from gateway.service.tls import client_ssl_context
+from gateway.signatures import SigningAuth
+from gateway.signing import SigningKey
 from gateway.store import open_store
 from gateway.testing import running_hub, wait_until
 from tests.conftest import HOME, guichet, post_applications
@@ -111,9 +113,11 @@ def _serve_and_check(process: subprocess.Popen[str], tmp_path: Path) -> None:
             party, url = line.split()
             endpoints[party] = url
         assert set(endpoints) == every
-        # The hub's certificate opens the door; what it sends is checked against the schema.
+        # The hub's certificate opens the door and signs; what it sends is checked against the
+        # schema.
         pki = DevPki.at(tmp_path)
-        with httpx.Client(verify=client_ssl_context(pki.hub), timeout=10) as client:
+        signer = SigningAuth(SigningKey.from_files(pki.hub_cert, pki.hub_key))
+        with httpx.Client(verify=client_ssl_context(pki.hub), timeout=10, auth=signer) as client:
             response = client.post(
                 f"{endpoints['be-vlg-wse']}/messages",
                 content=b'{"kop": {}}',

@@ -22,6 +22,7 @@ from gateway.errors import PROBLEMS, GatewayError, ParseError, PayloadTooLargeEr
 from gateway.jsonxml import JsonBinding
 from gateway.mapping import MappingSet
 from gateway.xml import (
+    DEFAULT_LIMITS,
     SOAP11_NS,
     SOAP12_NS,
     ParserLimits,
@@ -160,7 +161,12 @@ _NAMESPACE = st.sampled_from([None, "urn:a", "urn:b:%C3%A9", "http://example.org
 
 # A tree is described as plain data first and built top down in one document: lxml can give
 # an element moved between documents a namespace prefix its serialisation then misuses.
-_COMMENT = st.text(_XML_CHAR, max_size=10).map(lambda t: t.replace("-", "")).map(lambda t: ("#", t))
+# (In a comment a carriage return is raw too, and read back as a line feed: none is generated.)
+_COMMENT = (
+    st.text(_XML_CHAR, max_size=10)
+    .map(lambda t: t.replace("-", "").replace("\r", ""))
+    .map(lambda t: ("#", t))
+)
 
 
 @st.composite
@@ -261,11 +267,16 @@ def test_the_size_limit_is_exact(size: int, limit: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # parse_json
 
+# Numbers within the parser's bound (ParserLimits.max_number_digits: 100 characters, decimal
+# exponent within ±100); beyond it, test_numbers_past_the_bound_are_refused.
+_BOUND = DEFAULT_LIMITS.max_number_digits
 _JSON = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(10**300), max_value=10**300)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-(10 ** (_BOUND - 2)), max_value=10 ** (_BOUND - 2))
+    | st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: f == 0 or 10.0**-_BOUND <= abs(f) < 10.0**_BOUND
+    )
     | st.text(max_size=10),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
@@ -376,16 +387,23 @@ def test_json_numbers_keep_every_digit(number: str) -> None:
         assert parsed.compare_total(Decimal(number)) == 0  # same digits, same exponent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_json lets decimal.InvalidOperation escape on an exponent beyond Decimal's"
-    " range (b'{\"n\": 1e9999999999999999999}'): not a GatewayError",
-)
 @pytest.mark.parametrize("number", ["1e9999999999999999999", "1E-99999999999999999999"])
 def test_json_number_with_a_huge_exponent_is_refused(number: str) -> None:
     with pytest.raises(ParseError) as caught:
         parse_json(f'{{"n": {number}}}'.encode())
-    assert caught.value.code.startswith("json.")
+    assert caught.value.code == "json.number-too-large"
+
+
+@FUZZ
+@given(
+    number=st.integers(min_value=10 ** (_BOUND + 1), max_value=10**400).map(str)
+    | st.integers(_BOUND + 1, 10**6).map(lambda e: f"1e{e}")
+    | st.integers(_BOUND + 1, 10**6).map(lambda e: f"-2.5E-{e}")
+)
+def test_numbers_past_the_bound_are_refused(number: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_json(f"[{number}]".encode())
+    assert caught.value.code == "json.number-too-large"
 
 
 _KEY = st.text(max_size=4)
@@ -711,12 +729,6 @@ def test_binding_on_example_bodies_with_new_leaf_values(
         event("a valid body")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JsonBinding.to_xml writes a JSON number in positional notation whatever its"
-    " exponent: 1e999999999999999999 raises MemoryError (not a GatewayError), and 1e999999999"
-    " (15 bytes of JSON) allocates a 1 GB string for ~5 s before anything refuses it",
-)
 def test_json_number_with_a_huge_exponent_does_not_blow_up_the_binding() -> None:
     body = json.loads((HOME / "examples/be-platform/application.submitted.json").read_bytes())
     text = json.dumps(body).replace(
