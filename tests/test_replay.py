@@ -32,9 +32,9 @@ from gateway.certs import DevPki
 from gateway.demo import CASE_TYPES
 from gateway.mapping import MappingSet
 from gateway.pipeline import AuthorisedMessage, InboundMessage, _map_out, to_canonical, validate
+from gateway.signatures import SignatureVerifier
 from gateway.store import MessageRow
 from gateway.testing import RunningHub, running_hub, wait_until
-from gateway.signatures import SignatureVerifier
 from tests.conftest import EXAMPLES, HOME, guichet
 
 pytestmark = pytest.mark.slow
