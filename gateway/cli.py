@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path)
     validate.add_argument("--party", required=True, help="the party that sends it")
 
+    sign = commands.add_parser(
+        "sign",
+        help="sign a message as a back office does: print a REST body's X-JWS-Signature, or"
+        " write a SOAP envelope with its WS-Security header",
+    )
+    sign.add_argument("file", type=Path, help="the body as it will be sent (JSON, XML, envelope)")
+    sign.add_argument("--cert", type=Path, required=True, help="the party's certificate (PEM)")
+    sign.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
+    sign.add_argument(
+        "--soap", action="store_true", help="the file is a SOAP envelope: print it signed"
+    )
+
     mappings = commands.add_parser("mappings", help="schemas and mappings")
     mappings_cmd = mappings.add_subparsers(dest="mappings_command", required=True)
     mappings_cmd.add_parser("check", help="check every mapping and golden pair")
@@ -326,6 +338,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sandbox":
         return _sandbox(args)
+    if args.command == "sign":
+        from gateway import jws, wssec
+        from gateway.signing import SigningKey
+
+        signer = SigningKey.from_files(args.cert, args.key)
+        body = args.file.read_bytes()
+        if args.soap:
+            sys.stdout.buffer.write(wssec.sign_envelope(body, signer))
+        else:
+            print(jws.sign_detached(body, signer))
+        return 0
     if args.command == "validate":
         from gateway.checkfile import check_file, render
         from gateway.config import HubConfig
