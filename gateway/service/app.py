@@ -190,6 +190,10 @@ def soap_fault_response(
         if key in body:
             etree.SubElement(problem, f"{{{HUB_NS}}}{key}").text = str(body[key])
     content, status = soap_fault(problem_of(error).soap_fault, error.detail, version, problem)
+    if isinstance(error, RateLimitedError):
+        # Refused at the HTTP layer, before any SOAP is read: the status every HTTP stack
+        # understands (with its Retry-After), whatever the binding says of faults.
+        status = 429
     return Response(
         content,
         status_code=status,
