@@ -397,7 +397,7 @@ def soap_action_of(content_type: str, soap_action: str | None) -> str | None:
     """
     if soap_version_of(content_type) == "1.2":
         raw = _content_type(content_type).get_param("action")
-        value = collapse_rfc2231_value(raw) if raw is not None else ""
+        value = _collapsed(raw) if raw is not None else ""
     else:
         value = (soap_action or "").strip().strip('"')
     return value or None
@@ -443,6 +443,15 @@ def soap_content_type(version: SoapVersion, action: str | None = None) -> str:
         return f"{_MEDIA_TYPE['1.1']}; charset=utf-8"
     parameter = "" if action is None else '; action="' + action.replace('"', '\\"') + '"'
     return f"{_MEDIA_TYPE['1.2']}; charset=utf-8{parameter}"
+
+
+def _collapsed(raw: Any) -> str:
+    """An RFC 2231 parameter value as text; one naming a charset Python cannot even look up
+    (``action*=\x00…''x``) is taken as its raw text, never an exception."""
+    try:
+        return collapse_rfc2231_value(raw)
+    except (ValueError, LookupError):
+        return str(raw[2] if isinstance(raw, tuple) and len(raw) == 3 else raw)
 
 
 def _content_type(value: str) -> Message:
