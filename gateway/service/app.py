@@ -49,6 +49,7 @@ from gateway.hub import Hub, new_trace_id
 from gateway.namespaces import HUB_NS
 from gateway.outbox import iso, utc_now
 from gateway.service import log as log_api
+from gateway.service import openapi as docs
 from gateway.service.tls import client_certificate
 from gateway.store import UnitOfWork
 from gateway.xml import (
@@ -413,7 +414,19 @@ def create_app(hub: Hub) -> FastAPI:
             signature_header=request.headers.get(jws.HEADER),
         )
 
-    @app.post("/v1/messages", status_code=202, response_model=None)
+    @app.post(
+        "/v1/messages",
+        status_code=202,
+        response_model=None,
+        responses=docs.responses(
+            {
+                202: ("Accepted: the receipt of the message sealed in the log", docs.Receipt),
+                200: ("The same message again (same id, same content): its receipt", docs.Receipt),
+            },
+            *docs.SEND,
+        ),
+        openapi_extra=docs.SEND_REQUEST,
+    )
     async def post_message(request: Request) -> Response:
         """Send a message (JSON or XML by Content-Type, in the sender's own format)."""
         receipt = await accept(hub, await inbound(request, "rest"))
@@ -421,7 +434,18 @@ def create_app(hub: Hub) -> FastAPI:
             receipt.as_json(), status_code=202 if receipt.status == "accepted" else 200
         )
 
-    @app.post("/soap/v1", response_model=None)
+    @app.post(
+        "/soap/v1",
+        response_model=None,
+        response_class=Response,
+        responses=docs.responses(
+            {200: ("The receipt, in the request's SOAP version", docs.SOAP_BODY)},
+            *docs.SEND,
+            "soap.",
+            soap=True,
+        ),
+        openapi_extra=docs.SOAP_REQUEST,
+    )
     async def post_soap(request: Request) -> Response:
         """SOAP 1.1 and 1.2 document/literal endpoint; its WSDL is at ``?wsdl``."""
         content_type = request.headers.get("content-type", "")
@@ -431,7 +455,17 @@ def create_app(hub: Hub) -> FastAPI:
         receipt = await accept(hub, message, action)
         return Response(_receipt_xml(receipt, version), media_type=soap_content_type(version))
 
-    @app.get("/soap/v1", response_model=None)
+    @app.get(
+        "/soap/v1",
+        response_model=None,
+        response_class=Response,
+        responses=docs.responses(
+            {200: ("The WSDL (or, with ?xsd=NAME, a schema it imports)", docs.XML_BODY)},
+            "message.not-found",
+            soap=True,
+        ),
+        openapi_extra=docs.WSDL_QUERY,
+    )
     async def get_wsdl(request: Request) -> Response:
         """The WSDL of the hub's endpoint as the calling party sees it (``?wsdl``), and the
         schemas it imports (``?xsd=NAME``)."""
@@ -456,7 +490,14 @@ def create_app(hub: Hub) -> FastAPI:
         )
         return Response(wsdl, media_type="text/xml; charset=utf-8")
 
-    @app.get("/v1/messages/{message_id}")
+    @app.get(
+        "/v1/messages/{message_id}",
+        responses=docs.responses(
+            {200: ("The message and its deliveries", docs.MessageStatus)},
+            "message.not-found",
+            "store.unavailable",
+        ),
+    )
     async def get_message(message_id: str, request: Request) -> dict[str, Any]:
         """Status of a message the caller sent or receives, per receiver."""
         identity = _caller(request)
@@ -480,12 +521,21 @@ def create_app(hub: Hub) -> FastAPI:
             ],
         }
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=docs.responses({200: ("Alive", docs.Health)}))
     async def healthz() -> dict[str, str]:
         """Liveness: the service answers (the operator's)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=None)
+    @app.get(
+        "/readyz",
+        response_model=None,
+        responses=docs.responses(
+            {
+                200: ("Ready: the store answers", docs.Ready),
+                503: ("Not ready: the store does not answer", docs.NotReady),
+            }
+        ),
+    )
     async def readyz() -> Response:
         """Readiness: the store answers (the operator's)."""
         try:  # off the event loop: a database that does not answer must not stall the others
@@ -502,7 +552,14 @@ def create_app(hub: Hub) -> FastAPI:
             }
         )
 
-    @app.get("/metrics", response_model=None)
+    @app.get(
+        "/metrics",
+        response_model=None,
+        response_class=Response,
+        responses=docs.responses(
+            {200: ("Prometheus text exposition", docs.METRICS_BODY)}, "store.unavailable"
+        ),
+    )
     async def metrics() -> Response:
         """Prometheus metrics, for the operator role (they count every party's traffic)."""
         hub.metrics.outbox_depth.set(await asyncio.to_thread(hub.store.outbox_depth))
@@ -526,7 +583,15 @@ def create_app(hub: Hub) -> FastAPI:
             raise OutboxError('"reason" must be a string', code="outbox.invalid")
         return reason
 
-    @app.get("/v1/outbox")
+    @app.get(
+        "/v1/outbox",
+        responses=docs.responses(
+            {200: ("Deliveries, newest first", docs.DeliveryList)},
+            "outbox.invalid",
+            "store.unavailable",
+        ),
+        openapi_extra=docs.OUTBOX_QUERY,
+    )
     async def list_outbox(request: Request) -> dict[str, Any]:
         """Deliveries, newest first, by state and receiver (the operator's view)."""
         operator(request)
@@ -536,7 +601,13 @@ def create_app(hub: Hub) -> FastAPI:
         rows = await asyncio.to_thread(hub.store.list_deliveries, state, receiver, limit)
         return {"deliveries": [outbox.delivery_entry(row) for row in rows]}
 
-    @app.post("/v1/outbox/{delivery_id}/retry")
+    @app.post(
+        "/v1/outbox/{delivery_id}/retry",
+        responses=docs.responses(
+            {200: ("The delivery, pending again", docs.Delivery)}, *docs.OUTBOX_ACTION
+        ),
+        openapi_extra=docs.RETRY_REASON,
+    )
     async def retry_delivery(delivery_id: str, request: Request) -> dict[str, Any]:
         """A dead letter back to pending, due now (sealed as ``delivery.requeued``)."""
         by = {**operator(request), "api": "POST /v1/outbox/{id}/retry"}
@@ -547,7 +618,13 @@ def create_app(hub: Hub) -> FastAPI:
         hub.outbox.wake()
         return outbox.delivery_entry(row)
 
-    @app.post("/v1/outbox/{delivery_id}/discard")
+    @app.post(
+        "/v1/outbox/{delivery_id}/discard",
+        responses=docs.responses(
+            {200: ("The delivery, discarded", docs.Delivery)}, *docs.OUTBOX_ACTION
+        ),
+        openapi_extra=docs.DISCARD_REASON,
+    )
     async def discard_delivery(delivery_id: str, request: Request) -> dict[str, Any]:
         """A dead letter set aside, with the operator's reason (sealed as
         ``delivery.discarded``)."""
@@ -571,6 +648,7 @@ def create_app(hub: Hub) -> FastAPI:
         """This description (for every authenticated caller)."""
         return app.openapi()
 
+    app.openapi = lambda: docs.build_openapi(app)  # type: ignore[method-assign]
     authz.check_routes(served_routes(app))
     return app
 

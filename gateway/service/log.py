@@ -30,11 +30,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from gateway.errors import GatewayError, LogQueryError, NotFoundError
 from gateway.hub import Hub
 from gateway.proofs import MerkleTree
+from gateway.service import openapi as docs
 from gateway.store import Store
 from gateway.timestamps import tsa_label
 
@@ -44,6 +45,10 @@ AUDITOR_ROLE = "auditor"
 
 _INTEGER = re.compile(r"[0-9]{1,18}")  # below 2**63 whatever the digits
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
+# What the description says of them (documentation only: the handlers check them, and refuse
+# anything else with a problem naming the parameter).
+_AN_INTEGER: dict[str, Any] = {"pattern": f"^{_INTEGER.pattern}$"}
+_A_HASH: dict[str, Any] = {"pattern": f"^{_HASH.pattern}$"}
 
 
 class LogTree:
@@ -125,9 +130,14 @@ def router(hub: Hub) -> APIRouter:
             raise _out_of_range(name, f"{name} must be in {minimum}..{count}, not {value}")
         return value
 
-    @api.get("/checkpoint")
+    @api.get(
+        "/checkpoint",
+        responses=docs.responses({200: ("A signed checkpoint", docs.Checkpoint)}, *docs.LOG),
+    )
     def checkpoint(
-        size: str | None = Query(None, description="a tree size; default: the latest"),
+        size: str | None = Query(
+            None, description="a tree size; default: the latest", json_schema_extra=_AN_INTEGER
+        ),
     ) -> dict[str, Any]:
         """The latest signed checkpoint (tree size, root hash, time, key id, signature), or the
         one of tree size ``size``."""
@@ -138,11 +148,27 @@ def router(hub: Hub) -> APIRouter:
             raise NotFoundError(f"no signed checkpoint {which}", code="log.no-checkpoint")
         return _checkpoint_json(row)
 
-    @api.get("/proof/inclusion")
+    @api.get(
+        "/proof/inclusion",
+        responses=docs.responses(
+            {200: ("The inclusion path", docs.InclusionProof)},
+            *docs.LOG,
+            "log.out-of-range",
+            "log.leaf-not-found",
+        ),
+    )
     def inclusion(
-        index: str | None = Query(None, description="the leaf index"),
-        hash: str | None = Query(None, description="or the leaf hash (hex)"),  # noqa: A002
-        size: str | None = Query(None, description="tree size; default: latest checkpoint's"),
+        index: str | None = Query(
+            None, description="the leaf index", json_schema_extra=_AN_INTEGER
+        ),
+        hash: str | None = Query(  # noqa: A002
+            None, description="or the leaf hash (hex)", json_schema_extra=_A_HASH
+        ),
+        size: str | None = Query(
+            None,
+            description="tree size; default: latest checkpoint's",
+            json_schema_extra=_AN_INTEGER,
+        ),
     ) -> dict[str, Any]:
         """The RFC 9162 inclusion path of one leaf (by index or by leaf hash) in the tree of
         ``size`` leaves."""
@@ -177,10 +203,21 @@ def router(hub: Hub) -> APIRouter:
         result: dict[str, Any] = tree.use(n, prove)
         return result
 
-    @api.get("/proof/consistency")
+    @api.get(
+        "/proof/consistency",
+        responses=docs.responses(
+            {200: ("The consistency path", docs.ConsistencyProof)}, *docs.LOG, "log.out-of-range"
+        ),
+    )
     def consistency(
-        first: str | None = Query(None, description="the earlier tree size"),
-        second: str | None = Query(None, description="the later one; default: latest checkpoint's"),
+        first: str | None = Query(
+            None, description="the earlier tree size", json_schema_extra=_AN_INTEGER
+        ),
+        second: str | None = Query(
+            None,
+            description="the later one; default: latest checkpoint's",
+            json_schema_extra=_AN_INTEGER,
+        ),
     ) -> dict[str, Any]:
         """The RFC 9162 consistency path from the tree of ``first`` leaves to the tree of
         ``second`` leaves (empty when they are equal)."""
@@ -192,8 +229,16 @@ def router(hub: Hub) -> APIRouter:
         path: list[bytes] = tree.use(n, lambda merkle: merkle.consistency_proof(m, n))
         return {"first": m, "second": n, "consistencyPath": [h.hex() for h in path]}
 
-    @api.get("/records/{index}")
-    def record(index: str) -> dict[str, Any]:
+    @api.get(
+        "/records/{index}",
+        responses=docs.responses(
+            {200: ("One leaf of the log", docs.LogRecord)},
+            "log.invalid-parameter",
+            "log.leaf-not-found",
+            "store.unavailable",
+        ),
+    )
+    def record(index: str = Path(json_schema_extra=_AN_INTEGER)) -> dict[str, Any]:
         """One leaf: its bytes (``leaf``, base64: the RFC 8785 record that is hashed), the record
         they hold, its leaf hash, and the hub's signature over hash, index, time and key id."""
         leaf_index = _required("index", _integer("index", index))
