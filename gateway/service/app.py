@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from lxml import etree
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import authz, evidence, jws, outbox, pipeline
@@ -393,6 +394,22 @@ def create_app(hub: Hub) -> FastAPI:
     @app.exception_handler(GatewayError)
     async def on_error(request: Request, error: GatewayError) -> Response:
         return error_response(request, error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_no_route(request: Request, error: StarletteHTTPException) -> Response:
+        """No such route, or not with this method: a problem like every other refusal."""
+        if error.status_code == 405:
+            refused: GatewayError = InboundError(
+                f"{request.method} is not allowed here", code="request.method-not-allowed"
+            )
+        elif error.status_code == 404:
+            refused = NotFoundError("no such resource", code="request.not-found")
+        else:
+            refused = InboundError(str(error.detail)[:200], code="request.invalid")
+        response = error_response(request, refused)
+        for name, value in (error.headers or {}).items():  # e.g. Allow, on a 405
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> Response:

@@ -87,3 +87,23 @@ def _code(response: httpx.Response) -> str | None:
         return body.get("code") if isinstance(body, dict) else None
     match = re.search(rb"<h:code>([^<]+)</h:code>", response.content)
     return match[1].decode() if match else None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/nope", 404, "request.not-found"),
+        ("DELETE", "/v1/messages", 405, "request.method-not-allowed"),
+        ("PUT", "/healthz", 405, "request.method-not-allowed"),
+    ],
+)
+def test_no_route_is_a_problem_too(
+    quiet_hub: RunningHub, method: str, path: str, status: int, code: str
+) -> None:
+    with quiet_hub.client("be-platform") as client:
+        response = client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+    if status == 405:
+        assert response.headers["allow"]
