@@ -22,7 +22,7 @@ from cryptography import x509
 from gateway.certs import Identity
 from gateway.config import PartyRegistry
 from gateway.errors import AuthenticationError, CertificateError, ConfigurationError
-from gateway.trust import TrustStore, owner
+from gateway.trust import Owners, TrustStore
 
 __all__ = ["Authenticator", "parse_networks"]
 
@@ -56,6 +56,7 @@ class Authenticator:
     ) -> None:
         self.trust = trust
         self.parties = parties
+        self.owners = Owners(parties)
         self.proxies = parse_networks(proxies)
         self.header = header.lower()
 
@@ -86,7 +87,7 @@ class Authenticator:
         if certificate is None:
             raise AuthenticationError("a client certificate issued by the hub's CA is required")
         self.trust.validate(certificate)
-        identity = owner(certificate, self.parties)
+        identity = self.owners(certificate)
         if identity is None:
             raise AuthenticationError(
                 "the client certificate names no party or role of this hub",

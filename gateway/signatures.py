@@ -30,7 +30,7 @@ from gateway.certs import Identity
 from gateway.config import PartyRegistry
 from gateway.errors import CertificateError, GatewayError, SignatureError
 from gateway.signing import ReplayCache, SigningKey, VerifiedSignature
-from gateway.trust import TrustStore, owner
+from gateway.trust import Owners, TrustStore
 from gateway.xml import SoapVersion, soap_payload
 
 __all__ = ["UNDERSTOOD_HEADERS", "SignatureVerifier", "SigningAuth", "has_security_header"]
@@ -75,6 +75,7 @@ class SignatureVerifier:
     ) -> None:
         self.trust = trust
         self.parties = parties
+        self.owners = Owners(parties)
         self.required = required
         self.max_age_s = max_age_s
         self.skew_s = skew_s
@@ -131,7 +132,7 @@ class SignatureVerifier:
     def _accept(self, sender: str, verified: VerifiedSignature, now: datetime) -> None:
         if self.trust is not None:
             self.trust.validate(verified.certificate, verified.chain, at=now)
-        signer = owner(verified.certificate, self.parties)
+        signer = self.owners(verified.certificate)
         if signer != Identity("party", sender):
             who = f"{signer.kind} {signer.name}" if signer else "no party"
             raise CertificateError(

@@ -56,6 +56,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -77,7 +78,7 @@ from gateway.errors import CertificateError, ConfigurationError
 if TYPE_CHECKING:
     from gateway.config import PartyRegistry
 
-__all__ = ["TrustStore", "load_certificate", "owner"]
+__all__ = ["Owners", "TrustStore", "load_certificate", "owner"]
 
 log = structlog.get_logger("guichet.trust")
 
@@ -483,3 +484,19 @@ def _stamp(path: Path) -> _Stamp | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class Owners:
+    """:func:`owner` for one parties config, remembered per certificate: matching a
+    certificate against every party's rule costs more than verifying a signature, and the same
+    few certificates call again and again. Thread-safe (``lru_cache`` is); bounded."""
+
+    def __init__(self, parties: PartyRegistry, size: int = _CACHE_SIZE) -> None:
+        self.parties = parties
+        self._of = lru_cache(maxsize=size)(self._owner)
+
+    def _owner(self, cert: x509.Certificate) -> Identity | None:
+        return owner(cert, self.parties)
+
+    def __call__(self, cert: x509.Certificate) -> Identity | None:
+        return self._of(cert)
