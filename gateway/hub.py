@@ -184,6 +184,7 @@ class Hub:
             parties,
             proxies=settings.trusted_proxies,
             header=settings.client_cert_header,
+            behind_proxy=settings.behind_proxy,
         )
         self.signatures = SignatureVerifier(
             trust,

@@ -53,8 +53,12 @@ class Authenticator:
         *,
         proxies: Sequence[str] = (),
         header: str = "X-SSL-Client-Cert",
+        behind_proxy: bool = False,
     ) -> None:
         self.trust = trust
+        # Only a hub that does not end TLS itself believes a forwarded certificate: one that does
+        # has the caller's own certificate, and a header is then a forgery, wherever it comes from.
+        self.behind_proxy = behind_proxy
         self.parties = parties
         self.owners = Owners(parties)
         self.proxies = parse_networks(proxies)
@@ -67,6 +71,8 @@ class Authenticator:
             address = ipaddress.ip_address(peer)
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener's view of an IPv4 proxy
         return any(address in network for network in self.proxies)
 
     def authenticate(
@@ -75,10 +81,10 @@ class Authenticator:
         """The identity of a request: its TLS client certificate, or the one a configured proxy
         forwarded (``forwarded``: the header's value, None when absent)."""
         if forwarded is not None:
-            if not self.from_proxy(peer):
+            if not (self.behind_proxy and self.from_proxy(peer)):
                 raise AuthenticationError(
-                    f"a forwarded client certificate ({self.header}) is accepted only from a"
-                    " configured proxy address",
+                    f"a forwarded client certificate ({self.header}) is accepted only behind a"
+                    " proxy, from a configured proxy address",
                     code="auth.untrusted-proxy",
                 )
             certificate = _forwarded_certificate(forwarded)

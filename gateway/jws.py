@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from gateway.errors import ConfigurationError, SignatureError
-from gateway.signing import SigningKey, VerifiedSignature, der_chain
+from gateway.signing import MIN_RSA_BITS, SigningKey, VerifiedSignature, der_chain
 
 __all__ = [
     "ALGORITHMS",
@@ -73,7 +73,6 @@ ALGORITHMS: Final = ("RS256", "PS256", "ES256", "ES384")
 # The whole header value: enough for five RSA-4096 certificates in x5c, not for a memory attack.
 MAX_HEADER_VALUE: Final = 16 * 1024
 MAX_CHAIN: Final = 5  # certificates in x5c (leaf first)
-MIN_RSA_BITS: Final = 2048
 # Header parameters that may be named in "crit": only b64 (RFC 7797) is understood.
 _UNDERSTOOD_CRITICAL: Final = frozenset({"b64"})
 _EC_CURVES: Final = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1}

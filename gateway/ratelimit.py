@@ -183,6 +183,19 @@ class RateLimiter:
         if refusals.recorded is None or now - refusals.recorded >= self._interval:
             refusals.due = True
 
+    def give_back(self, records: list[dict[str, Any]]) -> None:
+        """Records that could not be sealed (the store away): their counts are counted again,
+        to be sealed with the next record of their party."""
+        with self._lock:
+            for record in records:
+                refusals = self._refusals.setdefault(str(record["party"]), _Refusals())
+                refusals.count += int(record["refused"])
+                first = datetime.fromisoformat(str(record["firstAt"]).replace("Z", "+00:00"))
+                last = datetime.fromisoformat(str(record["lastAt"]).replace("Z", "+00:00"))
+                refusals.first_at = min(first, refusals.first_at or first)
+                refusals.last_at = max(last, refusals.last_at or last)
+                refusals.due = True
+
     def due_records(self, now_iso: str, *, force: bool = False) -> list[dict[str, Any]]:
         """The ``rate.limited`` evidence records to seal now (made at ``now_iso``): one for each
         party whose first refusal of an episode is not yet recorded, or whose refusals counted

@@ -57,7 +57,7 @@ from gateway.pipeline import (
     validate,
 )
 from gateway.schemas import SchemaCatalog
-from gateway.signatures import SignatureVerifier
+from gateway.signatures import SignatureVerifier, SignatureWindow
 from gateway.signing import SigningKey
 from gateway.store import DeliveryRow, LeafRow, UnitOfWork
 from gateway.xml import ParserLimits
@@ -308,6 +308,7 @@ def _replay_one(
     pinned: PinnedConfiguration,
     store: ReplayStore,
     limits: ParserLimits,
+    window: SignatureWindow,
 ) -> MessageReplay:
     result = MessageReplay(
         leaf.leaf_index,
@@ -349,7 +350,10 @@ def _replay_one(
     )
     # The sender's signature is checked again, as of the moment it was received.
     verifier = SignatureVerifier.as_of(
-        pinned.parties, evidence.parse_moment(str(record["time"])), required=bool(signed)
+        pinned.parties,
+        evidence.parse_moment(str(record["time"])),
+        required=bool(signed),
+        window=window,
     )
     step = "signature, parse and sender schema"
     try:
@@ -454,9 +458,15 @@ def _workdir() -> Iterator[Path]:
 
 
 def replay(
-    store: ReplayStore, limits: ParserLimits, start: Bound | None = None, end: Bound | None = None
+    store: ReplayStore,
+    limits: ParserLimits,
+    start: Bound | None = None,
+    end: Bound | None = None,
+    window: SignatureWindow | None = None,
 ) -> ReplayReport:
-    """Replay every exchange.accepted record from ``start`` to ``end`` (both included)."""
+    """Replay every exchange.accepted record from ``start`` to ``end`` (both included);
+    ``window``: the signature window the hub was configured with (default: the default)."""
+    window = window or SignatureWindow()
     start, end = start or Bound(), end or Bound()
     leaves = store.leaves(0, end.index + 1 if end.index is not None else None)
     report = ReplayReport()
@@ -474,7 +484,9 @@ def replay(
                 continue
             if event != "exchange.accepted" or not _within(leaf, record, start, end):
                 continue
-            report.messages.append(_replay_leaf(leaf, record, configuration, pins, store, limits))
+            report.messages.append(
+                _replay_leaf(leaf, record, configuration, pins, store, limits, window)
+            )
     return report
 
 
@@ -485,6 +497,7 @@ def _replay_leaf(
     pins: _Pins,
     store: ReplayStore,
     limits: ParserLimits,
+    window: SignatureWindow,
 ) -> MessageReplay:
     result = MessageReplay(
         leaf.leaf_index, leaf.leaf_hash.hex(), str(record.get("messageId")), record=record
@@ -506,7 +519,7 @@ def _replay_leaf(
             result.reason = ""
         return result
     try:
-        return _replay_one(leaf, record, pinned, store, limits)
+        return _replay_one(leaf, record, pinned, store, limits, window)
     except (KeyError, TypeError) as exc:  # a record without the fields of its event
         result.verdict, result.reason = "mismatch", f"the record lacks {exc}"
         return result
@@ -645,9 +658,8 @@ def main(
     config = HubConfig.load(settings)
     first = parse_bound(start, end=False) if start else None
     last = parse_bound(end, end=True) if end else None
-    limits = ParserLimits(
-        max_bytes=config.settings.max_body_bytes, max_depth=config.settings.max_depth
-    )
+    limits = ParserLimits.of(config.settings)
+    window = SignatureWindow.of(config.settings)
     if receiver is not None and receiver not in config.parties:
         raise ConfigurationError(f"no party {receiver!r} in parties.toml")
     pki = DevPki.at(config.pki_dir)
@@ -657,7 +669,7 @@ def main(
         Keyring.from_files(pki.payload_key, pki.retired_payload_keys), existing=True
     )
     try:
-        report = replay(store, limits, first, last)
+        report = replay(store, limits, first, last, window)
         if receiver is not None:
             party = config.parties[receiver]
             signer = HubSigner.from_files(pki.signing_key, pki.signing_cert)

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import httpx
+from cryptography import x509
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -50,6 +51,7 @@ from adapters.soap import HUB_HEADER_NS, Wsdl, build_envelope
 from gateway import jws, wssec
 from gateway.certs import DevPki, TlsFiles
 from gateway.errors import (
+    CertificateError,
     ConfigurationError,
     GatewayError,
     InboundError,
@@ -283,6 +285,7 @@ class BackOffice:
         hub_url: str | None = None,
         respond: bool = True,
         reply_timeout_s: float = _REPLY_TIMEOUT_S,
+        hub_certificate: Path | None = None,
     ) -> None:
         self.party = party_format.party
         self.format = party_format
@@ -327,6 +330,11 @@ class BackOffice:
             SigningKey.from_files(identity.cert, identity.key) if identity is not None else None
         )
         self._trust = TrustStore([identity.ca]) if identity is not None else None
+        self._hub = (
+            x509.load_pem_x509_certificate(hub_certificate.read_bytes())
+            if hub_certificate is not None
+            else None
+        )
         path = "/" if self._wsdl is not None else "/messages"
         handler = self._soap if self._wsdl is not None else self._rest
         self.app = Starlette(routes=[Route(path, handler, methods=["POST"])])
@@ -481,8 +489,13 @@ class BackOffice:
         )
 
     def _check_signer(self, signature: VerifiedSignature) -> None:
+        """The hub's signature, by a valid certificate of the CA (the hub's own, when known)."""
         assert self._trust is not None
         self._trust.validate(signature.certificate, signature.chain)
+        if self._hub is not None and signature.certificate != self._hub:
+            raise CertificateError(
+                "the message is not signed by the hub's certificate", code="cert.wrong-party"
+            )
 
     def _check_acknowledgements(self, wsdl: Wsdl) -> None:
         """Fail at start, not at the first call, if the acknowledgement does not fit the WSDL."""
@@ -788,6 +801,7 @@ class Sandbox:
                 examples_dir=examples_dir,
                 hub_url=hub_url,
                 respond=respond,
+                hub_certificate=pki.hub_cert,
             )
             self.offices[party] = office
             port = (ports or {}).get(party, 0)

@@ -20,6 +20,7 @@ unsigned; a signature that is present is always checked.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
@@ -27,13 +28,19 @@ from lxml import etree
 
 from gateway import jws, wssec
 from gateway.certs import Identity
-from gateway.config import PartyRegistry
+from gateway.config import PartyRegistry, Settings
 from gateway.errors import CertificateError, GatewayError, SignatureError
 from gateway.signing import ReplayCache, SigningKey, VerifiedSignature
 from gateway.trust import Owners, TrustStore
 from gateway.xml import SoapVersion, soap_payload
 
-__all__ = ["UNDERSTOOD_HEADERS", "SignatureVerifier", "SigningAuth", "has_security_header"]
+__all__ = [
+    "UNDERSTOOD_HEADERS",
+    "SignatureVerifier",
+    "SignatureWindow",
+    "SigningAuth",
+    "has_security_header",
+]
 
 WSSE_NS = wssec.WSSE_NS
 # The one header entry the hub understands (SOAP mustUnderstand): WS-Security's.
@@ -52,6 +59,19 @@ def has_security_header(envelope: etree._Element) -> bool:
         if isinstance(header.tag, str) and etree.QName(header).localname == "Header"
         for entry in header
     )
+
+
+@dataclass(frozen=True)
+class SignatureWindow:
+    """How long a signature is fresh (``signature_max_age_s``) and the clock difference
+    tolerated (``signature_skew_s``)."""
+
+    max_age_s: int = 300
+    skew_s: int = 60
+
+    @classmethod
+    def of(cls, settings: Settings) -> SignatureWindow:
+        return cls(settings.signature_max_age_s, settings.signature_skew_s)
 
 
 class _NoReplays(ReplayCache):
@@ -122,12 +142,26 @@ class SignatureVerifier:
 
     @classmethod
     def as_of(
-        cls, parties: PartyRegistry, moment: datetime, *, required: bool
+        cls,
+        parties: PartyRegistry,
+        moment: datetime,
+        *,
+        required: bool,
+        window: SignatureWindow | None = None,
     ) -> SignatureVerifier:
         """A verifier for a message received at ``moment`` and checked again later (replay,
-        ``guichet check``): freshness judged at that moment, no replay cache, and no chain
-        validation (it was done on receipt; the certificate's owner is still checked)."""
-        return cls(None, parties, required=required, clock=lambda: moment, replay=_NoReplays())
+        ``guichet validate``): freshness judged at that moment in the hub's ``window``, no replay
+        cache, and no chain validation (it was done on receipt; the owner is still checked)."""
+        window = window or SignatureWindow()
+        return cls(
+            None,
+            parties,
+            required=required,
+            max_age_s=window.max_age_s,
+            skew_s=window.skew_s,
+            clock=lambda: moment,
+            replay=_NoReplays(),
+        )
 
     def _accept(self, sender: str, verified: VerifiedSignature, now: datetime) -> None:
         if self.trust is not None:

@@ -25,11 +25,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from gateway.errors import ConfigurationError, SignatureError
 
 __all__ = [
+    "MIN_RSA_BITS",
     "ReplayCache",
     "SigningKey",
     "VerifiedSignature",
     "der_chain",
 ]
+
+
+# The weakest RSA key that signs a message, in either format (NIST SP 800-57: 112-bit security).
+MIN_RSA_BITS = 2048
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from lxml import etree
 
 from gateway.errors import GatewayError, SignatureError
-from gateway.signing import SigningKey, VerifiedSignature
+from gateway.signing import MIN_RSA_BITS, SigningKey, VerifiedSignature
 from gateway.xml import SOAP_ENVELOPE_NS, parse_xml, soap_version
 
 __all__ = [
@@ -85,7 +85,6 @@ __all__ = [
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
-EC_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
@@ -100,10 +99,9 @@ _SECURITY = f"{{{WSSE_NS}}}Security"
 _BST = f"{{{WSSE_NS}}}BinarySecurityToken"
 _STR = f"{{{WSSE_NS}}}SecurityTokenReference"
 _TIMESTAMP = f"{{{WSU_NS}}}Timestamp"
-_PREFIXES = {WSSE_NS: "wsse", WSU_NS: "wsu", DS_NS: "ds", EC_NS: "ec"}
+_PREFIXES = {WSSE_NS: "wsse", WSU_NS: "wsu", DS_NS: "ds", EXC_C14N: "ec"}
 _PREFIXES.update(dict.fromkeys(SOAP_ENVELOPE_NS.values(), "soap"))
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1)
-_MIN_RSA_BITS = 2048
 # xsd:dateTime with its time zone (ISO 8601 allows more forms than WS-Security does).
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})")
 
@@ -365,8 +363,11 @@ def verify_envelope(
         certificate=certificate,
         chain=(),
         signed_at=created,
-        expires_at=expires,
-        fingerprint=hashlib.sha256(raw).hexdigest(),
+        # The replay cache remembers it as long as _check_fresh would accept it.
+        expires_at=expires + timedelta(seconds=skew_s),
+        # What was signed, not how the signature is encoded: an ECDSA (r, s) also verifies as
+        # (r, n - s), and a replay with the other one must still be a replay.
+        fingerprint=hashlib.sha256(signed_octets).hexdigest(),
         evidence=evidence,
     )
     return VerifiedEnvelope(payload=payload, header=header, signature=verified)
@@ -485,7 +486,7 @@ def _c14n_prefixes(method: etree._Element) -> list[str] | None:
     parameters = _elements(method)
     if not parameters:
         return None
-    if len(parameters) > 1 or parameters[0].tag != f"{{{EC_NS}}}InclusiveNamespaces":
+    if len(parameters) > 1 or parameters[0].tag != f"{{{EXC_C14N}}}InclusiveNamespaces":
         raise _malformed("exclusive C14N takes one InclusiveNamespaces parameter only", method)
     prefix_list = parameters[0].get("PrefixList")
     if prefix_list is None:
@@ -555,9 +556,9 @@ def _check_key(key: object, algorithm: str, token: etree._Element) -> None:
                 code="signature.algorithm",
                 path=_path(token),
             )
-        if key.key_size < _MIN_RSA_BITS:
+        if key.key_size < MIN_RSA_BITS:
             raise SignatureError(
-                f"RSA key of {key.key_size} bits; at least {_MIN_RSA_BITS} are required",
+                f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required",
                 code="signature.algorithm",
                 path=_path(token),
             )

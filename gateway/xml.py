@@ -149,6 +149,9 @@ def _check_encoding(data: bytes) -> None:
         )
 
 
+_DECLARATION = re.compile(rb"<\?xml[ \t\r\n]")
+
+
 def _check_prolog(data: bytes) -> None:
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ParseError(
@@ -160,7 +163,8 @@ def _check_prolog(data: bytes) -> None:
         )
     start = 0
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"<?xml"):
+    # The XML declaration is "<?xml" and a space; "<?xml-stylesheet …?>" is a PI like any other.
+    if _DECLARATION.match(head):
         start = len(data) - len(head) + head.find(b"?>") + 2
     found = data.find(b"<?", start)
     if found != -1:

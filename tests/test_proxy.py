@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from gateway.certs import DevPki
+from gateway.errors import AuthenticationError
 from gateway.identities import Authenticator, parse_networks
 from gateway.service.tls import client_ssl_context
 from gateway.signatures import SigningAuth
@@ -159,10 +160,19 @@ def test_proxy_addresses_are_addresses_or_networks(pki: DevPki) -> None:
     from gateway.config import HubConfig
     from gateway.trust import TrustStore
 
+    parties = HubConfig.load().parties
     authenticator = Authenticator(
-        TrustStore([pki.ca_cert]), HubConfig.load().parties, proxies=["10.0.0.0/8"]
+        TrustStore([pki.ca_cert]), parties, proxies=["10.0.0.0/8"], behind_proxy=True
     )
     assert authenticator.from_proxy("10.1.2.3")
+    assert authenticator.from_proxy("::ffff:10.1.2.3")  # a dual-stack listener's IPv4 peer
     assert not authenticator.from_proxy("11.1.2.3")
     assert not authenticator.from_proxy(None)
     assert not authenticator.from_proxy("not-an-address")
+    operator = _forwarded(pki.role("operator").cert)
+    assert authenticator.authenticate(None, "10.1.2.3", operator).name == "operator"
+    # A hub that ends TLS itself believes no header, not even from a proxy address.
+    ends_tls = Authenticator(TrustStore([pki.ca_cert]), parties, proxies=["10.0.0.0/8"])
+    with pytest.raises(AuthenticationError) as caught:
+        ends_tls.authenticate(None, "10.1.2.3", operator)
+    assert caught.value.code == "auth.untrusted-proxy"

@@ -321,13 +321,20 @@ def create_app(hub: Hub) -> FastAPI:
             try:
                 hub.rate_limiter.take(identity.name)
             except RateLimitedError:
-                await seal_rate_limits()
+                await seal_rate_limits()  # never turns the 429 into anything else
                 raise
 
     async def seal_rate_limits(force: bool = False) -> None:
-        """Seal the rate limiter's due records (at most one per party per interval)."""
-        for record in hub.rate_limiter.due_records(iso(utc_now()), force=force):
-            await hub.store.write_async(_sealing(evidence.Leaf.of(record), str(record["time"])))
+        """Seal the rate limiter's due records (at most one per party per interval); what the
+        store cannot take now is given back, to be sealed with the next record."""
+        records = hub.rate_limiter.due_records(iso(utc_now()), force=force)
+        for index, record in enumerate(records):
+            try:
+                await hub.store.write_async(_sealing(evidence.Leaf.of(record), str(record["time"])))
+            except GatewayError as exc:
+                hub.rate_limiter.give_back(records[index:])
+                log.warning("rate-limit.seal-failed", code=exc.code)
+                return
 
     def _sealing(leaf: evidence.Leaf, at: str) -> Callable[[UnitOfWork], object]:
         return lambda unit: evidence.append(unit, hub.signer, leaf, at)
@@ -348,10 +355,7 @@ def create_app(hub: Hub) -> FastAPI:
         async def flush_rate_limits() -> None:
             while True:
                 await asyncio.sleep(hub.config.settings.rate_limit_evidence_s)
-                try:
-                    await seal_rate_limits()
-                except GatewayError as exc:  # the store away: the counts wait for the next turn
-                    log.warning("rate-limit.seal-failed", code=exc.code)
+                await seal_rate_limits()
 
         task = asyncio.create_task(flush_rate_limits())
         try:
@@ -360,8 +364,7 @@ def create_app(hub: Hub) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            with contextlib.suppress(GatewayError):
-                await seal_rate_limits(force=True)
+            await seal_rate_limits(force=True)
 
     app = FastAPI(
         lifespan=lifespan,

@@ -39,9 +39,8 @@ from gateway.service import openapi as docs
 from gateway.store import Store
 from gateway.timestamps import tsa_label
 
-__all__ = ["AUDITOR_ROLE", "LogTree", "router"]
+__all__ = ["LogTree", "router"]
 
-AUDITOR_ROLE = "auditor"
 
 _INTEGER = re.compile(r"[0-9]{1,18}")  # below 2**63 whatever the digits
 _HASH = re.compile(r"[0-9a-fA-F]{64}")

@@ -270,3 +270,20 @@ def test_a_rate_limit_is_checked_when_made() -> None:
         RateLimit(0, 1)
     with pytest.raises(ValueError, match="burst"):
         RateLimit(1, 0)
+
+
+def test_records_the_store_could_not_take_are_given_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter({"p": RateLimit(1.0, 1)}, None, clock=clock, evidence_interval_s=10)
+    limiter.take("p")
+    for _ in range(3):
+        with pytest.raises(RateLimitedError):
+            limiter.take("p")
+    records = limiter.due_records("2026-01-01T00:00:00Z", force=True)
+    assert [r["refused"] for r in records] == [3]
+    limiter.give_back(records)  # the store was away
+    with pytest.raises(RateLimitedError):
+        limiter.take("p")
+    again = limiter.due_records("2026-01-01T00:00:01Z")
+    assert [r["refused"] for r in again] == [4]
+    assert again[0]["firstAt"] == records[0]["firstAt"]

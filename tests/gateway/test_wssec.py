@@ -690,3 +690,30 @@ def test_timestamp_not_an_xsd_datetime(created: str, signer: SigningKey) -> None
     error = refused(_bytes(root))
     assert error.code == "signature.malformed"
     assert error.path is not None and error.path.endswith("wsu:Created")
+
+
+def test_a_replay_is_one_even_with_the_other_ecdsa_signature(signer: SigningKey) -> None:
+    """ECDSA's (r, s) also verifies as (r, n - s): the replay cache's key must not change."""
+    signed = sign_envelope(envelope(), signer)
+    root = _tree(signed)
+    value = _one(root, ".//ds:SignatureValue")
+    raw = base64.b64decode(value.text or "")
+    half = len(raw) // 2
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256
+    s = int.from_bytes(raw[half:], "big")
+    value.text = base64.b64encode(raw[:half] + (order - s).to_bytes(half, "big")).decode()
+    first = verify_envelope(parse_xml(signed), now=now())
+    second = verify_envelope(parse_xml(_bytes(root)), now=now())
+    assert first.signature.fingerprint == second.signature.fingerprint
+
+
+def test_the_replay_cache_keeps_a_signature_as_long_as_it_is_accepted(
+    signer: SigningKey,
+) -> None:
+    created = now()
+    checked = verify_envelope(
+        parse_xml(sign_envelope(envelope(), signer, now=created)), now=created, skew_s=60
+    )
+    # Expires (Created + 300 s, to the second) + 60 s of skew.
+    lasts = checked.signature.expires_at - created
+    assert timedelta(seconds=359) <= lasts <= timedelta(seconds=360), lasts

@@ -323,3 +323,18 @@ def test_deep_json_never_escapes_as_recursion_error(
     assert caught.value.code in ("json.too-deep", "json.wrong-kind", "json.unknown-member")
     if depth >= 1000:
         assert caught.value.code == "json.too-deep"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<?xml-stylesheet href="x.xsl"?><a/>',
+        b"<?xmlfoo bar?><a/>",
+        b'\xef\xbb\xbf <?xml-stylesheet href="x"?>\n<a/>',
+        b'<?xml version="1.0"?><?xml-stylesheet href="x"?><a/>',
+    ],
+)
+def test_a_processing_instruction_named_like_the_declaration_is_one(body: bytes) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_xml(body)
+    assert caught.value.code == "xml.forbidden-construct"
