@@ -21,6 +21,7 @@ from gateway.sandbox import Sandbox
 from gateway.signing import SigningKey
 from gateway.xml import SOAP11_NS, parse_xml, soap_payload
 from tests.adapters.scripted import ScriptedOffice, scripted_office
+from tests.gateway.test_wssec import xmlsec1_verify
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +90,9 @@ def test_the_entry_point_names_the_soap_adapter() -> None:
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.name.removesuffix(".expected.xml"))
-def test_delivers_what_the_hub_sends(sandbox: Sandbox, adapter: SoapAdapter, path: Path) -> None:
+def test_delivers_what_the_hub_sends(
+    sandbox: Sandbox, adapter: SoapAdapter, path: Path, pki: DevPki, tmp_path: Path
+) -> None:
     message_type = path.name.removesuffix(".expected.xml")
     message = outbound(path.read_bytes(), message_type)
     result = adapter.deliver(message)
@@ -98,6 +101,11 @@ def test_delivers_what_the_hub_sends(sandbox: Sandbox, adapter: SoapAdapter, pat
     assert got.message_type == message_type
     assert got.trace_id == message.trace_id
     sent, header = hub_signed(got.body)
+    if message_type == "status.updated":  # once: an independent processor agrees
+        delivered = tmp_path / "delivered.xml"
+        delivered.write_bytes(got.body)
+        checked = xmlsec1_verify(delivered, pki.hub_cert, "1.1")
+        assert checked.returncode == 0 and checked.stderr.startswith("OK"), checked.stderr
     # The payload travels untouched (exclusive C14N: the envelope's namespaces aside).
     assert c14n(sent) == c14n(parse_xml(message.body))
     assert header is not None
