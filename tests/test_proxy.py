@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,7 +22,7 @@ from gateway.identities import Authenticator, parse_networks
 from gateway.service.tls import client_ssl_context
 from gateway.signatures import SigningAuth
 from gateway.signing import SigningKey
-from gateway.testing import running_hub
+from gateway.testing import RunningHub, running_hub
 from tests.nginx import running_nginx
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -34,6 +35,18 @@ def _application() -> bytes:
     return json.dumps(body).encode()
 
 
+def _behind_proxy(tmp_path: Path, pki: DevPki, *proxies: str) -> AbstractContextManager[RunningHub]:
+    """The hub alone, listening plain HTTP behind (trusting) ``proxies``."""
+    return running_hub(
+        tmp_path / "hub",
+        pki=pki,
+        sandbox=False,
+        delivery_workers=0,
+        behind_proxy=True,
+        trusted_proxies=proxies,
+    )
+
+
 def _forwarded(pem: Path) -> str:
     return quote(pem.read_text(), safe="-._~")  # as nginx's $ssl_client_escaped_cert
 
@@ -42,14 +55,7 @@ def test_through_nginx_a_party_sends_and_the_operator_checks_health(
     tmp_path: Path, pki: DevPki
 ) -> None:
     with (
-        running_hub(
-            tmp_path / "hub",
-            pki=pki,
-            sandbox=False,
-            delivery_workers=0,
-            behind_proxy=True,
-            trusted_proxies=("127.0.0.1",),
-        ) as running,
+        _behind_proxy(tmp_path, pki, "127.0.0.1") as running,
         running_nginx(
             upstream=running.url,
             ca=pki.ca_cert,
@@ -100,14 +106,7 @@ def test_a_forwarded_certificate_from_elsewhere_is_refused(tmp_path: Path, pki: 
     """The hub trusts 10.9.8.7 as its proxy: a loopback caller forging the header is refused,
     whatever certificate it names."""
     with (
-        running_hub(
-            tmp_path / "hub",
-            pki=pki,
-            sandbox=False,
-            delivery_workers=0,
-            behind_proxy=True,
-            trusted_proxies=("10.9.8.7",),
-        ) as running,
+        _behind_proxy(tmp_path, pki, "10.9.8.7") as running,
         httpx.Client(base_url=running.url, timeout=10) as direct,
     ):
         operator = _forwarded(pki.role("operator").cert)
@@ -125,14 +124,7 @@ def test_a_forwarded_certificate_is_checked_like_a_tls_one(tmp_path: Path, pki: 
     """From the trusted proxy: a revoked, an expired and a garbled certificate are refused by
     the hub's own checks, a valid one maps to its party."""
     with (
-        running_hub(
-            tmp_path / "hub",
-            pki=pki,
-            sandbox=False,
-            delivery_workers=0,
-            behind_proxy=True,
-            trusted_proxies=("127.0.0.0/8",),
-        ) as running,
+        _behind_proxy(tmp_path, pki, "127.0.0.0/8") as running,
         httpx.Client(base_url=running.url, timeout=10) as direct,
     ):
 
