@@ -167,8 +167,12 @@ def test_round_trip(version: SoapVersion, signer_files: tuple[SigningKey, Path, 
     assert signature.format == "wsse"
     assert signature.certificate == signer.certificate
     assert signature.chain == ()
-    assert timedelta(0) < signature.expires_at - signature.signed_at <= timedelta(minutes=5)
     evidence = signature.evidence
+    created = datetime.fromisoformat(evidence["created"])
+    lifetime = datetime.fromisoformat(evidence["expires"]) - created
+    assert timedelta(0) < lifetime <= timedelta(minutes=5)  # the Timestamp's
+    # The replay cache keeps it while it is accepted: its Expires and the skew (60 s).
+    assert signature.expires_at - signature.signed_at == lifetime + timedelta(seconds=60)
     algorithm = RSA_SHA256 if isinstance(signer.key, rsa.RSAPrivateKey) else ECDSA_SHA256
     assert evidence["algorithm"] == algorithm
     assert evidence["format"] == "wsse"
