@@ -156,6 +156,11 @@ class DevPki:
         """The CA's CRL (it may be absent from a PKI written before CRLs were)."""
         return self.directory / "crl.pem"
 
+    @property
+    def crl_files(self) -> list[Path]:
+        """The CRL files this PKI has: its ``crl.pem`` when it exists, else none."""
+        return [self.crl] if self.crl.is_file() else []
+
     def _leaf(self, stem: str) -> TlsFiles:
         files = TlsFiles(
             cert=self.directory / f"{stem}.pem",

@@ -28,7 +28,7 @@ from adapters.soap import Wsdl
 from gateway import evidence
 from gateway.certs import DevPki, TlsFiles
 from gateway.checkpointer import Checkpointing
-from gateway.config import HubConfig, PartyRegistry
+from gateway.config import HubConfig, Party, PartyRegistry
 from gateway.errors import ConfigurationError
 from gateway.evidence import Checkpoint, HubSigner
 from gateway.identities import Authenticator
@@ -43,7 +43,14 @@ from gateway.store import Store, UnitOfWork
 from gateway.trust import TrustStore
 from gateway.xml import ParserLimits
 
-__all__ = ["Hub", "Metrics", "SoapEndpoint", "configure_logging", "new_trace_id"]
+__all__ = [
+    "Hub",
+    "Metrics",
+    "SoapEndpoint",
+    "configure_logging",
+    "new_trace_id",
+    "receiver_adapter",
+]
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:
@@ -258,7 +265,7 @@ class Hub:
         settings = config.settings
         trust = TrustStore(
             settings.ca_files or (pki.ca_cert,),
-            settings.crl_files or tuple(p for p in (pki.crl,) if p.is_file()),
+            settings.crl_files or pki.crl_files,
         )
         # The hub signs what it delivers with its application certificate, as parties do.
         message_signer = SigningKey.from_files(tls.cert, tls.key)
@@ -267,19 +274,12 @@ class Hub:
         store = config.open_store(keyring)
         policies = delivery_policies(config.settings, parties)
         adapters = {
-            party.id: load_adapter(party.protocol)(
-                ReceiverConfig(
-                    party=party.id,
-                    protocol=party.protocol,
-                    endpoint=party.endpoint,
-                    schema_dir=config.home / "schemas" / mappings.party(party.id).schema.schema_id,
-                    wsdl=party.wsdl,
-                    client_cert=tls.cert,
-                    client_key=tls.key,
-                    ca=tls.ca,
-                    timeout_s=policies[party.id].timeout_s,
-                    signer=message_signer,
-                )
+            party.id: receiver_adapter(
+                party,
+                config.home / "schemas" / mappings.party(party.id).schema.schema_id,
+                tls,
+                message_signer,
+                timeout_s=policies[party.id].timeout_s,
             )
             for party in parties.parties.values()
         }
@@ -355,6 +355,32 @@ class Hub:
             )
         )
         return checkpoint
+
+
+def receiver_adapter(
+    party: Party,
+    schema_dir: Path,
+    tls: TlsFiles,
+    signer: SigningKey,
+    *,
+    timeout_s: float = 10.0,
+) -> Adapter:
+    """The adapter that delivers to ``party`` (its protocol's), over mutual TLS with the hub's
+    certificate, signing each delivery with ``signer``; ``schema_dir`` holds its XSDs and WSDL."""
+    return load_adapter(party.protocol)(
+        ReceiverConfig(
+            party=party.id,
+            protocol=party.protocol,
+            endpoint=party.endpoint,
+            schema_dir=schema_dir,
+            wsdl=party.wsdl,
+            client_cert=tls.cert,
+            client_key=tls.key,
+            ca=tls.ca,
+            timeout_s=timeout_s,
+            signer=signer,
+        )
+    )
 
 
 def _check_coverage(parties: PartyRegistry, mappings: MappingSet) -> None:

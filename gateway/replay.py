@@ -650,9 +650,9 @@ def main(
 ) -> int:
     """``guichet audit replay``: 0 when no message mismatches and every redelivery asked for
     was delivered, 1 otherwise."""
-    from adapters import ReceiverConfig, load_adapter
     from gateway.certs import DevPki
     from gateway.config import HubConfig, Settings
+    from gateway.hub import receiver_adapter
 
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     config = HubConfig.load(settings)
@@ -689,18 +689,11 @@ def main(
                     if adapter is None:
                         # Today's address, transport and WSDL of the receiver; the body is the
                         # one sealed then.
-                        adapter = load_adapter(party.protocol)(
-                            ReceiverConfig(
-                                party=party.id,
-                                protocol=party.protocol,
-                                endpoint=party.endpoint,
-                                schema_dir=config.home / "schemas" / schema_id,
-                                wsdl=party.wsdl,
-                                client_cert=pki.hub.cert,
-                                client_key=pki.hub.key,
-                                ca=pki.hub.ca,
-                                signer=SigningKey.from_files(pki.hub.cert, pki.hub.key),
-                            )
+                        adapter = receiver_adapter(
+                            party,
+                            config.home / "schemas" / schema_id,
+                            pki.hub,
+                            SigningKey.from_files(pki.hub.cert, pki.hub.key),
                         )
                     report.redeliveries.append(redeliver(store, signer, adapter, message, receiver))
             finally:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from gateway import authz
 from gateway.certs import DevPki, TlsFiles, init_dev_pki, write_master_key
 from gateway.config import HubConfig, Settings
 from gateway.hub import Hub, configure_logging
@@ -67,7 +68,7 @@ class RunningHub:
         return signed_client(self.url, identity, sign=sign)
 
 
-_ROLES = ("operator", "auditor")
+_ROLES = (authz.OPERATOR.name, authz.AUDITOR.name)
 
 
 def signed_client(

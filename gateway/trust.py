@@ -167,10 +167,9 @@ class TrustStore:
         refuse_stale_crl: bool = False,
     ) -> TrustStore:
         """A development PKI's CA, and its ``crl.pem`` when it has one."""
-        crls = [pki.crl] if pki.crl.is_file() else []
         return cls(
             [pki.ca_cert],
-            crls,
+            pki.crl_files,
             clock=clock,
             recheck_s=recheck_s,
             refuse_stale_crl=refuse_stale_crl,

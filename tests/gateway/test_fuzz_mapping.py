@@ -20,12 +20,11 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from gateway.errors import PROBLEMS, GatewayError
-from gateway.mapping import GOLDEN_PARAMS, CompiledMapping, MappingSet, golden_pairs
+from gateway.mapping import CompiledMapping
 from gateway.namespaces import CANONICAL_NS
-from gateway.xml import parse_xml
+from tests.gateway.test_roundtrip import MAPPINGS, _params, _source
 
 HOME = Path(__file__).resolve().parents[2]
-MAPPINGS = MappingSet.load(HOME)
 MAPPING_LIST = sorted(MAPPINGS.mappings.values(), key=lambda m: str(m.path))
 FUZZ = settings(
     max_examples=12,
@@ -149,22 +148,6 @@ def _perturb(
         if isinstance(child.tag, str) and child.tag in children:
             local = etree.QName(child).localname
             _perturb(child, children[child.tag], data, f"{path}/{local}", valid)
-
-
-def _source(mapping: CompiledMapping) -> etree._Element:
-    pair = golden_pairs(mapping)
-    assert pair is not None
-    body = pair[0].read_bytes()
-    if mapping.direction == "to-canonical":
-        return MAPPINGS.party(mapping.party).read(body)
-    return parse_xml(body)
-
-
-def _params(mapping: CompiledMapping, source: etree._Element) -> dict[str, str]:
-    if mapping.direction == "to-canonical":
-        return {**GOLDEN_PARAMS, "sender": mapping.party, "receiver": ""}
-    sender = source.findtext(f"{{{CANONICAL_NS}}}envelope/{{{CANONICAL_NS}}}source") or ""
-    return {**GOLDEN_PARAMS, "sender": sender, "receiver": mapping.party}
 
 
 def _perturbed(mapping: CompiledMapping, data: st.DataObject) -> etree._Element | None:
